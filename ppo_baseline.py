@@ -1,0 +1,451 @@
+"""PPO with a clipped surrogate for continuous actions: the baseline of this project.
+
+This is the reference point that `r2vpo_continuous.py` is compared against. The two files are
+kept identical line for line except for the policy loss, the dual update and their flags and
+logging, so `diff ppo_baseline.py r2vpo_continuous.py` shows the method and nothing else.
+
+Everything but the policy loss follows the well-known CleanRL `ppo_continuous_action` recipe
+(1 env x 2048 steps, 10 epochs x 32 minibatches, Adam lr 3e-4 eps 1e-5 annealed linearly, gamma
+0.99, GAE lambda 0.95, clipped value loss, per-minibatch advantage normalisation, separate 64-64
+tanh actor and critic, state-independent log-std, observation and reward normalisation with
+clipping), on gymnasium 1.x and MuJoCo v5. Beyond it:
+- time-limit truncation is bootstrapped with the value of the final observation instead of
+  being treated as a termination;
+- `--save-model` stores the observation-normalisation statistics with the weights, and the
+  evaluation reloads both (without them a saved policy sees unnormalised inputs and collapses);
+- `--replay-depth K` also trains on the previous K-1 rollouts, with their stored behaviour
+  log-probs and with values and GAE recomputed by the current critic.
+
+Run:
+    python ppo_baseline.py --env-id Hopper-v5 --total-timesteps 1000000 --seed 1
+    tensorboard --logdir runs
+"""
+
+import os
+import random
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.optim as optim
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment (the run folder is runs/{env_id}__{exp_name}__{seed}__{time})"""
+    seed: int = 1
+    """seed of the experiment (python, numpy, torch and the environments)"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = False
+    """if toggled, use CUDA when available (64-64 MLPs with one env are faster on the CPU)"""
+    torch_threads: int = 1
+    """torch CPU threads (one is as fast as two for these small networks)"""
+    capture_video: bool = False
+    """whether to record videos of the agent to `videos/` (headless: set MUJOCO_GL=egl)"""
+    save_model: bool = False
+    """whether to save the agent and its observation statistics, then evaluate the saved model"""
+    eval_episodes: int = 10
+    """number of deterministic evaluation episodes of the saved model"""
+
+    # Algorithm specific arguments
+    env_id: str = "Hopper-v5"
+    """the id of the environment (any gymnasium id with a Box action space, or "module:Id")"""
+    total_timesteps: int = 1000000
+    """total timesteps of the experiment"""
+    learning_rate: float = 3e-4
+    """the learning rate of the optimizer"""
+    num_envs: int = 1
+    """the number of parallel game environments"""
+    num_steps: int = 2048
+    """the number of steps to run in each environment per policy rollout"""
+    anneal_lr: bool = True
+    """toggle learning rate annealing for policy and value networks"""
+    gamma: float = 0.99
+    """the discount factor gamma"""
+    gae_lambda: float = 0.95
+    """the lambda for the general advantage estimation"""
+    num_minibatches: int = 32
+    """the number of mini-batches per epoch"""
+    update_epochs: int = 10
+    """the K epochs to update the policy"""
+    norm_adv: bool = True
+    """toggles advantages normalization (per minibatch)"""
+    clip_coef: float = 0.2
+    """the surrogate clipping coefficient (also used to clip the value loss)"""
+    clip_vloss: bool = True
+    """toggles whether or not to use a clipped loss for the value function, as per the paper"""
+    ent_coef: float = 0.0
+    """coefficient of the entropy"""
+    vf_coef: float = 0.5
+    """coefficient of the value function"""
+    max_grad_norm: float = 0.5
+    """the maximum norm for the gradient clipping"""
+    target_kl: float | None = None
+    """the target KL divergence threshold for early stopping (None: off)"""
+    replay_depth: int = 1
+    """train on the last K rollouts (1 = plain on-policy); older ones keep their behaviour log-probs"""
+
+    # to be filled in runtime
+    batch_size: int = 0
+    """the batch size of one rollout (computed in runtime)"""
+    minibatch_size: int = 0
+    """the mini-batch size (computed in runtime)"""
+    num_iterations: int = 0
+    """the number of iterations (computed in runtime)"""
+
+
+def check_args(args: Args) -> None:
+    """Fail early, with one line, on settings that cannot give a meaningful run."""
+    if args.num_envs < 1 or args.num_steps < 1 or args.num_minibatches < 1 or args.update_epochs < 1:
+        raise SystemExit("error: --num-envs, --num-steps, --num-minibatches and --update-epochs must be >= 1")
+    if args.batch_size % args.num_minibatches != 0:
+        raise SystemExit(
+            f"error: --num-minibatches {args.num_minibatches} does not divide the batch size "
+            f"{args.batch_size} (= num_envs * num_steps)"
+        )
+    if args.total_timesteps < args.batch_size:
+        raise SystemExit(f"error: --total-timesteps {args.total_timesteps} is smaller than one rollout ({args.batch_size})")
+    if args.replay_depth < 1:
+        raise SystemExit("error: --replay-depth must be >= 1 (1 = on-policy)")
+    if args.learning_rate <= 0 or not 0 < args.gamma <= 1 or not 0 <= args.gae_lambda <= 1:
+        raise SystemExit("error: need --learning-rate > 0, 0 < --gamma <= 1 and 0 <= --gae-lambda <= 1")
+
+
+def make_env(env_id, idx, capture_video, run_name, gamma):
+    def thunk():
+        if capture_video and idx == 0:
+            env = gym.make(env_id, render_mode="rgb_array")
+            env = gym.wrappers.RecordVideo(env, f"videos/{run_name}")
+        else:
+            env = gym.make(env_id)
+        if not isinstance(env.action_space, gym.spaces.Box):
+            raise SystemExit(f"error: {env_id} has {env.action_space} actions; this script needs continuous (Box) actions")
+        env = gym.wrappers.FlattenObservation(env)  # deal with dm_control's Dict observation space
+        env = gym.wrappers.RecordEpisodeStatistics(env)
+        env = gym.wrappers.ClipAction(env)
+        env = gym.wrappers.NormalizeObservation(env)
+        env = gym.wrappers.TransformObservation(env, lambda obs: np.clip(obs, -10, 10), env.observation_space)
+        if gamma is not None:  # evaluation reports raw returns and needs no reward scaling
+            env = gym.wrappers.NormalizeReward(env, gamma=gamma)
+            env = gym.wrappers.TransformReward(env, lambda reward: np.clip(reward, -10, 10))
+        return env
+
+    return thunk
+
+
+def make_vector_env(env_id, num_envs, capture_video, run_name, gamma):
+    """Vector env with same-step autoreset: the classic GAE bookkeeping, final obs in infos."""
+    try:
+        envs = gym.vector.SyncVectorEnv(
+            [make_env(env_id, i, capture_video, run_name, gamma) for i in range(num_envs)],
+            autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+        )
+    except (gym.error.Error, ModuleNotFoundError) as error:
+        raise SystemExit(f"error: cannot make environment {env_id!r}: {error}") from None
+    return envs
+
+
+def find_wrapper(env, wrapper_type):
+    while not isinstance(env, wrapper_type):
+        env = env.env
+    return env
+
+
+def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
+    torch.nn.init.orthogonal_(layer.weight, std)
+    torch.nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+class Agent(nn.Module):
+    def __init__(self, obs_dim, action_dim):
+        super().__init__()
+        self.critic = nn.Sequential(
+            layer_init(nn.Linear(obs_dim, 64)),
+            nn.Tanh(),
+            layer_init(nn.Linear(64, 64)),
+            nn.Tanh(),
+            layer_init(nn.Linear(64, 1), std=1.0),
+        )
+        self.actor_mean = nn.Sequential(
+            layer_init(nn.Linear(obs_dim, 64)),
+            nn.Tanh(),
+            layer_init(nn.Linear(64, 64)),
+            nn.Tanh(),
+            layer_init(nn.Linear(64, action_dim), std=0.01),
+        )
+        self.actor_logstd = nn.Parameter(torch.zeros(1, action_dim))
+
+    def get_value(self, x):
+        return self.critic(x).squeeze(-1)
+
+    def get_action(self, x, action=None):
+        """Sample an action (or score a given one): returns action, log-prob, entropy."""
+        action_mean = self.actor_mean(x)
+        action_std = self.actor_logstd.expand_as(action_mean).exp()
+        probs = torch.distributions.Normal(action_mean, action_std)
+        if action is None:
+            action = probs.sample()
+        return action, probs.log_prob(action).sum(-1), probs.entropy().sum(-1)
+
+
+def compute_gae(rewards, values, next_values, terminations, dones, gamma, gae_lambda):
+    """Generalised advantage estimation over a (num_steps, num_envs) rollout.
+
+    values[t] = V(s_t); next_values[t] = V(s'_t), the value of the state reached by step t, which
+    for a step that ended an episode is the final observation, not the reset one. A termination
+    bootstraps with 0 (terminations[t] = 1); a time-limit truncation bootstraps with V(final obs).
+    dones[t] = 1 (terminated or truncated) cuts the trace so no advantage leaks across episodes:
+        delta_t = r_t + gamma * (1 - terminated_t) * V(s'_t) - V(s_t)
+        A_t     = delta_t + gamma * lambda * (1 - done_t) * A_{t+1}
+    Returns (advantages, returns = advantages + values).
+    """
+    advantages = torch.zeros_like(rewards)
+    lastgaelam = torch.zeros_like(rewards[0])
+    deltas = rewards + gamma * (1.0 - terminations) * next_values - values
+    for t in reversed(range(rewards.shape[0])):
+        lastgaelam = deltas[t] + gamma * gae_lambda * (1.0 - dones[t]) * lastgaelam
+        advantages[t] = lastgaelam
+    return advantages, advantages + values
+
+
+def ppo_clip_loss(new_logprobs, behavior_logprobs, advantages, clip_coef):
+    """PPO's clipped surrogate, to minimise: mean(max(-r A, -clip(r, 1-eps, 1+eps) A)).
+
+    Its gradient is r*A inside [1-eps, 1+eps] and exactly zero for every sample whose ratio left
+    the range in the direction its advantage pushes: those samples stop contributing.
+    """
+    ratio = (new_logprobs - behavior_logprobs).exp()
+    pg_loss1 = -advantages * ratio
+    pg_loss2 = -advantages * torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef)
+    return torch.max(pg_loss1, pg_loss2).mean()
+
+
+def evaluate(model_path, env_id, eval_episodes, run_name, device, capture_video=False):
+    """Reload the saved agent and observation statistics; run the deterministic mean action."""
+    envs = make_vector_env(env_id, 1, capture_video, f"{run_name}-eval", gamma=None)
+    checkpoint = torch.load(model_path, map_location=device)
+    obs_norm = find_wrapper(envs.envs[0], gym.wrappers.NormalizeObservation)
+    obs_norm.obs_rms.mean, obs_norm.obs_rms.var, obs_norm.obs_rms.count = (x.numpy() for x in checkpoint["obs_rms"])
+    obs_norm.update_running_mean = False  # evaluate with the training statistics, frozen
+    agent = Agent(envs.single_observation_space.shape[0], envs.single_action_space.shape[0]).to(device)
+    agent.load_state_dict(checkpoint["agent"])
+    agent.eval()
+
+    episodic_returns = []
+    obs, _ = envs.reset(seed=checkpoint["seed"] + 10_000)  # episodes unseen in training
+    while len(episodic_returns) < eval_episodes:
+        with torch.inference_mode():
+            action = agent.actor_mean(torch.as_tensor(obs, device=device))
+        obs, _, _, _, infos = envs.step(action.cpu().numpy())
+        if "final_info" in infos and infos["final_info"]["_episode"][0]:
+            episodic_returns.append(float(infos["final_info"]["episode"]["r"][0]))
+    envs.close()
+    return episodic_returns
+
+
+def main():
+    args = tyro.cli(Args)
+    args.batch_size = int(args.num_envs * args.num_steps)
+    args.minibatch_size = int(args.batch_size // args.num_minibatches)
+    check_args(args)
+    args.num_iterations = args.total_timesteps // args.batch_size
+    run_name = f"{args.env_id.replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+
+    # TRY NOT TO MODIFY: seeding
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.set_num_threads(args.torch_threads)
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+    # env setup
+    envs = make_vector_env(args.env_id, args.num_envs, args.capture_video, run_name, args.gamma)
+    obs_dim = envs.single_observation_space.shape[0]
+    action_dim = envs.single_action_space.shape[0]
+    writer = SummaryWriter(f"runs/{run_name}")
+    writer.add_text(
+        "hyperparameters",
+        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+    )
+
+    agent = Agent(obs_dim, action_dim).to(device)
+    optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+
+    # Rollout storage. next_obs_buf[t] is the state reached by step t (the final observation when
+    # the episode ended there), so values of every state come from one batched critic pass.
+    obs = torch.zeros((args.num_steps, args.num_envs, obs_dim), device=device)
+    next_obs_buf = torch.zeros((args.num_steps, args.num_envs, obs_dim), device=device)
+    actions = torch.zeros((args.num_steps, args.num_envs, action_dim), device=device)
+    logprobs = torch.zeros((args.num_steps, args.num_envs), device=device)
+    rewards = torch.zeros((args.num_steps, args.num_envs), device=device)
+    terminations = torch.zeros((args.num_steps, args.num_envs), device=device)
+    dones = torch.zeros((args.num_steps, args.num_envs), device=device)
+    replay = deque(maxlen=args.replay_depth)  # FIFO of the last K rollouts
+
+    # TRY NOT TO MODIFY: start the game
+    global_step = 0
+    start_time = time.time()
+    next_obs, _ = envs.reset(seed=args.seed)
+    envs.action_space.seed(args.seed)
+    next_obs = torch.Tensor(next_obs).to(device)
+
+    for iteration in range(1, args.num_iterations + 1):
+        iteration_start = time.time()
+        # Annealing the rate if instructed to do so.
+        if args.anneal_lr:
+            frac = 1.0 - (iteration - 1.0) / args.num_iterations
+            lrnow = frac * args.learning_rate
+            optimizer.param_groups[0]["lr"] = lrnow
+
+        for step in range(0, args.num_steps):
+            global_step += args.num_envs
+            obs[step] = next_obs
+
+            # ALGO LOGIC: action logic
+            with torch.no_grad():
+                action, logprob, _ = agent.get_action(next_obs)
+            actions[step] = action
+            logprobs[step] = logprob
+
+            # TRY NOT TO MODIFY: execute the game and log data.
+            next_obs_np, reward, terminated, truncated, infos = envs.step(action.cpu().numpy())
+            rewards[step] = torch.tensor(reward).to(device).view(-1)
+            terminations[step] = torch.Tensor(terminated).to(device)
+            dones[step] = torch.Tensor(np.logical_or(terminated, truncated)).to(device)
+            next_obs = torch.Tensor(next_obs_np).to(device)
+            next_obs_buf[step] = next_obs
+            if "final_obs" in infos:
+                for i in np.flatnonzero(infos["_final_obs"]):
+                    next_obs_buf[step, i] = torch.Tensor(infos["final_obs"][i]).to(device)
+                for i in np.flatnonzero(infos["final_info"]["_episode"]):
+                    episode = infos["final_info"]["episode"]
+                    print(f"global_step={global_step}, episodic_return={episode['r'][i]}")
+                    writer.add_scalar("charts/episodic_return", episode["r"][i], global_step)
+                    writer.add_scalar("charts/episodic_length", episode["l"][i], global_step)
+
+        rollout_time = time.time() - iteration_start
+        replay.append(
+            (obs.clone(), next_obs_buf.clone(), actions.clone(), logprobs.clone(), rewards.clone(), terminations.clone(), dones.clone())
+        )
+
+        # Advantages of every kept rollout, recomputed with the current critic (its old values
+        # and GAE are stale). The newest rollout gets exactly CleanRL's on-policy targets.
+        batches = []
+        with torch.no_grad():
+            for b_obs, b_next_obs, b_actions, b_logprobs, b_rewards, b_terminations, b_dones in replay:
+                values = agent.get_value(b_obs)
+                next_values = agent.get_value(b_next_obs)
+                advantages, returns = compute_gae(
+                    b_rewards, values, next_values, b_terminations, b_dones, args.gamma, args.gae_lambda
+                )
+                batches.append((b_obs, b_actions, b_logprobs, advantages, returns, values))
+
+        # flatten the batch
+        b_obs, b_actions, b_logprobs, b_advantages, b_returns, b_values = (
+            torch.cat([batch[k].reshape((-1,) + batch[k].shape[2:]) for batch in batches]) for k in range(6)
+        )
+        data_size = b_obs.shape[0]
+        minibatch_size = data_size // args.num_minibatches  # replay grows minibatches, not step count
+
+        # Optimizing the policy and value network
+        clipfracs = []
+        for epoch in range(args.update_epochs):
+            b_inds = torch.randperm(data_size, device=device)
+            epoch_ratio_variances, epoch_ess = [], []
+            for start in range(0, data_size, minibatch_size):
+                mb_inds = b_inds[start : start + minibatch_size]
+
+                _, newlogprob, entropy = agent.get_action(b_obs[mb_inds], b_actions[mb_inds])
+                newvalue = agent.get_value(b_obs[mb_inds])
+                logratio = newlogprob - b_logprobs[mb_inds]
+                ratio = logratio.exp()
+
+                with torch.no_grad():
+                    # calculate approx_kl http://joschu.net/blog/kl-approx.html
+                    old_approx_kl = (-logratio).mean()
+                    approx_kl = ((ratio - 1) - logratio).mean()
+                    clipfracs += [((ratio - 1.0).abs() > args.clip_coef).float().mean().item()]
+                    epoch_ess.append((ratio.mean() ** 2 / (ratio**2).mean()).item())
+
+                mb_advantages = b_advantages[mb_inds]
+                if args.norm_adv:
+                    mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
+
+                # Policy loss
+                pg_loss = ppo_clip_loss(newlogprob, b_logprobs[mb_inds], mb_advantages, args.clip_coef)
+                epoch_ratio_variances.append(ratio.detach().var(unbiased=False).item())
+
+                # Value loss
+                if args.clip_vloss:
+                    v_loss_unclipped = (newvalue - b_returns[mb_inds]) ** 2
+                    v_clipped = b_values[mb_inds] + torch.clamp(
+                        newvalue - b_values[mb_inds],
+                        -args.clip_coef,
+                        args.clip_coef,
+                    )
+                    v_loss_clipped = (v_clipped - b_returns[mb_inds]) ** 2
+                    v_loss_max = torch.max(v_loss_unclipped, v_loss_clipped)
+                    v_loss = 0.5 * v_loss_max.mean()
+                else:
+                    v_loss = 0.5 * ((newvalue - b_returns[mb_inds]) ** 2).mean()
+
+                entropy_loss = entropy.mean()
+                loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
+
+                optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                optimizer.step()
+
+            if args.target_kl is not None and approx_kl > args.target_kl:
+                break
+
+        update_time = time.time() - iteration_start - rollout_time
+        y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
+        var_y = np.var(y_true)
+        explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
+
+        # TRY NOT TO MODIFY: record rewards for plotting purposes
+        writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+        writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
+        writer.add_scalar("losses/policy_loss", pg_loss.item(), global_step)
+        writer.add_scalar("losses/entropy", entropy_loss.item(), global_step)
+        writer.add_scalar("losses/old_approx_kl", old_approx_kl.item(), global_step)
+        writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
+        writer.add_scalar("losses/clipfrac", np.mean(clipfracs), global_step)
+        writer.add_scalar("losses/ratio_variance", np.mean(epoch_ratio_variances), global_step)
+        writer.add_scalar("losses/ess", np.mean(epoch_ess), global_step)
+        writer.add_scalar("losses/explained_variance", explained_var, global_step)
+        writer.add_scalar("charts/rollout_time", rollout_time, global_step)
+        writer.add_scalar("charts/update_time", update_time, global_step)
+        print("SPS:", int(global_step / (time.time() - start_time)))
+        writer.add_scalar("charts/SPS", int(global_step / (time.time() - start_time)), global_step)
+
+    if args.save_model:
+        model_path = f"runs/{run_name}/{args.exp_name}.cleanrl_model"
+        obs_rms = find_wrapper(envs.envs[0], gym.wrappers.NormalizeObservation).obs_rms
+        obs_stats = tuple(torch.as_tensor(x) for x in (obs_rms.mean, obs_rms.var, obs_rms.count))
+        checkpoint = {"agent": agent.state_dict(), "obs_rms": obs_stats, "seed": args.seed}
+        torch.save(checkpoint, model_path)
+        print(f"model saved to {model_path}")
+        episodic_returns = evaluate(model_path, args.env_id, args.eval_episodes, run_name, device, args.capture_video)
+        for idx, episodic_return in enumerate(episodic_returns):
+            writer.add_scalar("eval/episodic_return", episodic_return, idx)
+        print(f"eval: mean episodic return {np.mean(episodic_returns):.1f} over {len(episodic_returns)} episodes")
+
+    envs.close()
+    writer.close()
+
+
+if __name__ == "__main__":
+    main()

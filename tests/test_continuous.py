@@ -1,0 +1,224 @@
+"""Tests of ppo_baseline.py and r2vpo_continuous.py: the math on small tensors, then both
+scripts end to end on Hopper-v5 with tiny budgets, then bad input."""
+
+import glob
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import ppo_baseline
+import r2vpo_continuous
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = ["ppo_baseline.py", "r2vpo_continuous.py"]
+TINY = ["--env-id", "Hopper-v5", "--total-timesteps", "128", "--num-steps", "64",
+        "--num-minibatches", "4", "--update-epochs", "2"]
+
+
+# ---------------------------------------------------------------- GAE
+
+
+def reference_gae(rewards, values, next_values, terminations, dones, gamma, lam):
+    """Plain per-element loop, written independently of compute_gae."""
+    T, N = rewards.shape
+    adv = torch.zeros(T, N)
+    for n in range(N):
+        running = 0.0
+        for t in reversed(range(T)):
+            bootstrap = 0.0 if terminations[t, n] else next_values[t, n]
+            delta = rewards[t, n] + gamma * bootstrap - values[t, n]
+            if dones[t, n]:
+                running = 0.0
+            running = delta + gamma * lam * running
+            adv[t, n] = running
+    return adv
+
+
+@pytest.mark.parametrize("module", [ppo_baseline, r2vpo_continuous])
+def test_gae_matches_reference_with_termination_and_truncation(module):
+    torch.manual_seed(0)
+    T, N = 7, 2
+    rewards, values, next_values = torch.randn(T, N), torch.randn(T, N), torch.randn(T, N)
+    terminations, dones = torch.zeros(T, N), torch.zeros(T, N)
+    terminations[2, 0] = dones[2, 0] = 1.0  # env 0 terminates mid-rollout
+    dones[4, 1] = 1.0  # env 1 is truncated mid-rollout: bootstraps V(final obs), cuts the trace
+    advantages, returns = module.compute_gae(rewards, values, next_values, terminations, dones, 0.99, 0.95)
+    expected = reference_gae(rewards, values, next_values, terminations, dones, 0.99, 0.95)
+    torch.testing.assert_close(advantages, expected)
+    torch.testing.assert_close(returns, expected + values)
+    # truncation differs from termination: the final observation's value is used
+    terminated_instead = terminations.clone()
+    terminated_instead[4, 1] = 1.0
+    other, _ = module.compute_gae(rewards, values, next_values, terminated_instead, dones, 0.99, 0.95)
+    assert not torch.allclose(other[4, 1], advantages[4, 1])
+    torch.testing.assert_close(other[5:, 1], advantages[5:, 1])  # nothing leaks across the cut
+
+
+# ---------------------------------------------------------------- losses
+
+
+def test_r2vpo_gradient_matches_soft_brake_formula():
+    torch.manual_seed(1)
+    behavior = torch.randn(16)
+    new = (behavior + 0.3 * torch.randn(16)).requires_grad_()
+    advantages = torch.randn(16)
+    lam = 2.5
+    loss, variance = r2vpo_continuous.r2vpo_policy_loss(new, behavior, advantages, lam)
+    loss.backward()
+    r = (new.detach() - behavior).exp()
+    expected = -(1 / 16) * r * (advantages - 2 * lam * (r - r.mean()))
+    torch.testing.assert_close(new.grad, expected)
+    torch.testing.assert_close(variance, r.var(unbiased=False))
+    assert not variance.requires_grad
+
+
+def test_r2vpo_centre_one_uses_second_moment_around_one():
+    new, behavior = torch.tensor([0.1, -0.2, 0.3]), torch.zeros(3)
+    _, variance = r2vpo_continuous.r2vpo_policy_loss(new, behavior, torch.zeros(3), 1.0, center="one")
+    torch.testing.assert_close(variance, ((new.exp() - 1) ** 2).mean())
+
+
+def test_r2vpo_zero_variance_when_on_policy():
+    logp = torch.randn(10)
+    loss, variance = r2vpo_continuous.r2vpo_policy_loss(logp, logp.clone(), torch.randn(10), 5.0)
+    assert variance.item() == 0.0
+
+
+def test_r2vpo_with_zero_lambda_is_importance_weighted_policy_gradient():
+    torch.manual_seed(2)
+    behavior, advantages = torch.randn(12), torch.randn(12)
+    new = (behavior + 0.5 * torch.randn(12)).requires_grad_()
+    loss, _ = r2vpo_continuous.r2vpo_policy_loss(new, behavior, advantages, 0.0)
+    loss.backward()
+    r = (new.detach() - behavior).exp()
+    torch.testing.assert_close(loss.detach(), -(r * advantages).mean())
+    torch.testing.assert_close(new.grad, -r * advantages / 12)
+
+
+def test_far_ratios_keep_gradient_in_r2vpo_but_not_in_ppo_clip():
+    # ratios 1.6 with A > 0 and 0.5 with A < 0 sit outside [0.8, 1.2] in the direction of A:
+    # PPO zeroes them, R2VPO keeps a (braked) gradient.
+    behavior = torch.zeros(4)
+    ratios = torch.tensor([1.6, 0.5, 1.0, 1.05])
+    advantages = torch.tensor([2.0, -2.0, 0.5, -0.5])
+    new_ppo = ratios.log().requires_grad_()
+    ppo_baseline.ppo_clip_loss(new_ppo, behavior, advantages, 0.2).backward()
+    assert new_ppo.grad[0] == 0 and new_ppo.grad[1] == 0
+    assert new_ppo.grad[2] != 0 and new_ppo.grad[3] != 0
+    new_r2 = ratios.log().requires_grad_()
+    loss, _ = r2vpo_continuous.r2vpo_policy_loss(new_r2, behavior, advantages, 1.0)
+    loss.backward()
+    assert (new_r2.grad[:2].abs() > 1e-3).all()
+
+
+def test_extreme_log_ratios_stay_finite():
+    new = torch.tensor([1000.0, -1000.0, 0.0, 3.0], requires_grad=True)
+    loss, variance = r2vpo_continuous.r2vpo_policy_loss(new, torch.zeros(4), torch.randn(4), 10.0)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(variance) and torch.isfinite(new.grad).all()
+
+
+# ---------------------------------------------------------------- dual update
+
+
+def test_dual_update_direction_and_bounds():
+    dual = r2vpo_continuous.dual_update
+    assert dual(1.0, 0.04, 0.02, 0.1, 100.0) == pytest.approx(1.1)  # V = 2 delta: +lr
+    assert dual(1.0, 0.0, 0.02, 0.1, 100.0) == pytest.approx(0.9)  # V = 0: -lr
+    assert dual(0.05, 0.0, 0.02, 0.1, 100.0) == 0.0  # projected onto lambda >= 0
+    assert dual(99.0, 10.0, 0.02, 0.1, 100.0) == 100.0  # capped at lambda_max
+    assert dual(3.0, torch.tensor(0.02), 0.02, 0.5, 100.0) == pytest.approx(3.0)  # on the boundary
+    assert isinstance(dual(1.0, torch.tensor(0.5), 0.02, 0.1, 100.0), float)
+    with pytest.raises(ValueError):
+        dual(1.0, 0.1, 0.0, 0.1, 100.0)
+
+
+# ---------------------------------------------------------------- end to end
+
+
+def run_script(script, *flags, cwd):
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *flags], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+def read_scalars(run_dir):
+    (event_file,) = glob.glob(os.path.join(run_dir, "runs", "*", "events.out.tfevents.*"))
+    accumulator = EventAccumulator(event_file, size_guidance={"scalars": 0})
+    accumulator.Reload()
+    return {tag: [event.value for event in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
+
+
+COMMON_TAGS = {
+    "charts/episodic_return", "charts/episodic_length", "charts/SPS", "charts/learning_rate",
+    "charts/rollout_time", "charts/update_time", "losses/policy_loss", "losses/value_loss",
+    "losses/entropy", "losses/approx_kl", "losses/old_approx_kl", "losses/ratio_variance",
+    "losses/ess", "losses/explained_variance",
+}
+METHOD_TAGS = {
+    "ppo_baseline.py": {"losses/clipfrac"},
+    "r2vpo_continuous.py": {"losses/would_clip_frac", "losses/lambda", "losses/lambda_max", "losses/constraint_violation"},
+}
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_end_to_end_logs_tags_saves_and_evaluates(script, tmp_path):
+    result = run_script(script, *TINY, "--save-model", "--eval-episodes", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    scalars = read_scalars(tmp_path)
+    assert COMMON_TAGS | METHOD_TAGS[script] <= set(scalars)
+    assert len(scalars["losses/policy_loss"]) == 2  # 2 iterations
+    assert len(scalars["eval/episodic_return"]) == 2
+    assert all(value == value for values in scalars.values() for value in values)  # no NaN
+    (model,) = glob.glob(str(tmp_path / "runs" / "*" / "*.cleanrl_model"))
+    checkpoint = torch.load(model)
+    assert checkpoint["obs_rms"][0].shape == (11,)  # Hopper's observation statistics travel with it
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_end_to_end_replay_and_vector_envs(script, tmp_path):
+    result = run_script(script, *TINY, "--num-envs", "2", "--replay-depth", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    scalars = read_scalars(tmp_path)
+    assert len(scalars["losses/policy_loss"]) == 1  # 2 envs x 64 steps = one 128-step iteration
+    assert scalars["charts/episodic_return"]
+
+
+def test_same_seed_gives_identical_losses(tmp_path):
+    logged = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        result = run_script("r2vpo_continuous.py", *TINY, "--replay-depth", "2", "--seed", "3", cwd=tmp_path / name)
+        assert result.returncode == 0, result.stderr
+        scalars = read_scalars(tmp_path / name)
+        logged.append({tag: values for tag, values in scalars.items() if tag.startswith("losses/") or "episodic" in tag})
+    assert logged[0] == logged[1]
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    "script, flags, message",
+    [
+        ("r2vpo_continuous.py", ["--delta", "0"], "--delta must be > 0"),
+        ("r2vpo_continuous.py", ["--delta", "-0.1"], "--delta must be > 0"),
+        ("ppo_baseline.py", ["--num-minibatches", "3"], "does not divide the batch size"),
+        ("r2vpo_continuous.py", ["--env-id", "NoSuchEnv-v0"], "cannot make environment 'NoSuchEnv-v0'"),
+        ("ppo_baseline.py", ["--env-id", "CartPole-v1"], "needs continuous (Box) actions"),
+        ("ppo_baseline.py", ["--replay-depth", "0"], "--replay-depth must be >= 1"),
+        ("r2vpo_continuous.py", ["--total-timesteps", "10"], "smaller than one rollout"),
+    ],
+)
+def test_bad_input_gives_one_line_error(script, flags, message, tmp_path):
+    result = run_script(script, *TINY, *flags, cwd=tmp_path)
+    assert result.returncode != 0
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert message in last_line and last_line.startswith("error:")
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists()  # failed before any run folder was made
