@@ -1,0 +1,158 @@
+"""The named benchmark suites: which runs make up each table of the README.
+
+A suite is tasks x settings x seeds. A *setting* is one method (a training script) with fixed
+extra flags, e.g. "r2vpo" or "r2vpo-delta0.01-lr0.5" in the sweep. Every run of a suite has an id
+
+    {task}__{setting}__s{seed}          e.g. SparseHopper-v5__r2vpo__s2
+
+that is unique within the suite and stable across code changes, so a restarted sweep finds the
+runs it already finished (see run.py). To change a budget or add seeds, edit the suite here;
+to add a task or setting, add it to the lists below. Nothing is executed at import.
+"""
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task: its short name (used in run ids and tables) and the flags that select it."""
+
+    name: str
+    flags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One method with fixed extra flags: the script it runs and the flags that define it."""
+
+    label: str
+    """name of the setting in run ids, tables and plot legends"""
+    method: str
+    """method family (ppo, r2vpo, clip, ...)"""
+    script: str
+    """training script, relative to the repository root (or an absolute path)"""
+    flags: tuple[str, ...] = ()
+    """extra command-line flags of this setting"""
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A named list of runs: tasks x settings x seeds, with the flags every run gets."""
+
+    name: str
+    description: str
+    kind: str
+    """"control" (return vs environment steps) or "llm" (accuracy vs completions)"""
+    tasks: tuple[Task, ...]
+    settings: tuple[Setting, ...]
+    seeds: tuple[int, ...]
+    total_timesteps: int | None
+    """budget per run, passed as --total-timesteps (None: the script's default budget)"""
+    common_flags: tuple[str, ...] = ()
+    """flags every run gets (e.g. the final evaluation)"""
+    threads_per_run: int = 1
+    """OMP/MKL threads per child (0: all cores, and the runner defaults to one worker)"""
+    reuse_from: tuple[str, ...] = field(default=())
+    """suites whose finished runs with the same id and the same command count for this one"""
+
+
+# ---------------------------------------------------------------------------------------------
+# Methods: which script implements each method (one file per method, CleanRL style).
+PPO = Setting("ppo", "ppo", "ppo_baseline.py")
+R2VPO = Setting("r2vpo", "r2vpo", "r2vpo_continuous.py")
+
+DENSE_TASKS = ("Hopper-v5", "Walker2d-v5", "HalfCheetah-v5", "Ant-v5", "Humanoid-v5")
+# The variants live in benchmark/envs.py; "benchmark.envs:Id" makes gymnasium import that module.
+VARIANT_TASKS = ("SparseHopper-v5", "SparseWalker2d-v5", "SparseHalfCheetah-v5", "DynamicHopper-v5", "DynamicWalker2d-v5")
+
+
+def control_task(env_id: str) -> Task:
+    """A MuJoCo task; the benchmark variants get the module prefix that registers them."""
+    module_prefix = "benchmark.envs:" if env_id in VARIANT_TASKS else ""
+    return Task(env_id, ("--env-id", module_prefix + env_id))
+
+
+CONTROL_TASKS = tuple(control_task(env_id) for env_id in DENSE_TASKS + VARIANT_TASKS)
+# Every control run ends with a deterministic evaluation of the saved model (eval/episodic_return).
+CONTROL_EVAL_FLAGS = ("--save-model", "--eval-episodes", "10")
+
+# The sweep tunes R2VPO's two new hyper-parameters on tasks that are NOT in the results table, so
+# the defaults used for the table are not tuned on the reported tasks.
+SWEEP_DELTAS = (0.01, 0.02, 0.05)
+SWEEP_LAMBDA_LRS = (0.05, 0.5)
+SWEEP_SETTINGS = (PPO,) + tuple(
+    Setting(f"r2vpo-delta{delta}-lr{lambda_lr}", "r2vpo", R2VPO.script, ("--delta", str(delta), "--lambda-lr", str(lambda_lr)))
+    for delta in SWEEP_DELTAS
+    for lambda_lr in SWEEP_LAMBDA_LRS
+)
+
+# LLM: clipped GRPO-style baseline vs R2VPO on-policy vs R2VPO reusing replayed groups, so that
+# each update takes only half of its completions fresh (the "about 50% fewer rollouts" claim).
+LLM_SCRIPT = "r2vpo_llm.py"
+LLM_SETTINGS = (
+    Setting("clip", "clip", LLM_SCRIPT, ("--loss", "clip")),
+    Setting("r2vpo", "r2vpo", LLM_SCRIPT, ("--loss", "r2vpo")),
+    Setting("r2vpo-replay", "r2vpo", LLM_SCRIPT, ("--loss", "r2vpo", "--replay-depth", "2", "--fresh-fraction", "0.5")),
+)
+
+SUITES = {
+    suite.name: suite
+    for suite in (
+        Suite(
+            name="control-full",
+            description="The 10-task table: 5 dense MuJoCo tasks + 3 sparse + 2 dynamic variants, "
+            "ppo vs r2vpo, 5 seeds, 1M steps (100 runs, ~25 CPU-hours: a cluster job).",
+            kind="control",
+            tasks=CONTROL_TASKS,
+            settings=(PPO, R2VPO),
+            seeds=(1, 2, 3, 4, 5),
+            total_timesteps=1_000_000,
+            common_flags=CONTROL_EVAL_FLAGS,
+        ),
+        Suite(
+            name="control-reduced",
+            description="The same 10 tasks x ppo, r2vpo at a budget one machine can do: 3 seeds, 300k "
+            "steps (60 runs, ~2.5 h on 2 cores). Reuses the finished runs of control-pilot.",
+            kind="control",
+            tasks=CONTROL_TASKS,
+            settings=(PPO, R2VPO),
+            seeds=(1, 2, 3),
+            total_timesteps=300_000,
+            common_flags=CONTROL_EVAL_FLAGS,
+            reuse_from=("control-pilot",),
+        ),
+        Suite(
+            name="control-pilot",
+            description="Pilot subset of control-reduced: Hopper, SparseHopper, DynamicHopper x ppo, r2vpo "
+            "x 2 seeds x 300k steps (12 runs, same ids and commands as in control-reduced).",
+            kind="control",
+            tasks=tuple(control_task(env_id) for env_id in ("Hopper-v5", "SparseHopper-v5", "DynamicHopper-v5")),
+            settings=(PPO, R2VPO),
+            seeds=(1, 2),
+            total_timesteps=300_000,
+            common_flags=CONTROL_EVAL_FLAGS,
+        ),
+        Suite(
+            name="control-sweep",
+            description="R2VPO delta in {0.01, 0.02, 0.05} x lambda-lr in {0.05, 0.5}, plus a ppo reference, "
+            "on InvertedDoublePendulum-v5 and Swimmer-v5 (not in the table), 2 seeds, 150k steps (28 runs).",
+            kind="control",
+            tasks=(control_task("InvertedDoublePendulum-v5"), control_task("Swimmer-v5")),
+            settings=SWEEP_SETTINGS,
+            seeds=(1, 2),
+            total_timesteps=150_000,
+            common_flags=CONTROL_EVAL_FLAGS,
+        ),
+        Suite(
+            name="llm-arith",
+            description="LLM arithmetic on r2vpo_llm.py's default offline model and task: clip vs r2vpo vs "
+            "r2vpo with replay (depth 2, half the completions fresh), 2 seeds, the script's default budget.",
+            kind="llm",
+            tasks=(Task("arith"),),
+            settings=LLM_SETTINGS,
+            seeds=(1, 2),
+            total_timesteps=None,
+            threads_per_run=0,
+        ),
+    )
+}
