@@ -1,0 +1,115 @@
+"""Throughput of the continuous-control scripts against their own environment stack.
+
+In one process, for one task, it measures side by side (median of `--repeats` interleaved rounds):
+  env-only  steps/s of the scripts' exact vector env + wrapper stack driven by random actions;
+  ppo       steps/s of `ppo_baseline.py`, from its logged rollout and update times;
+  r2vpo     the same for `r2vpo_continuous.py`.
+Each training measurement runs the script's own main() for `--warmup-iterations` +
+`--iterations` iterations and keeps only the iterations after the warm-up. Training steps/s is
+num_steps / (rollout time + update time) per iteration, i.e. the whole loop except logging.
+
+    python -m benchmark.speed --env-id Hopper-v5
+"""
+
+import glob
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import tyro
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import ppo_baseline  # noqa: E402  (the scripts live at the repository root)
+import r2vpo_continuous  # noqa: E402
+
+
+@dataclass
+class Args:
+    env_id: str = "Hopper-v5"
+    """the task to measure"""
+    iterations: int = 3
+    """timed iterations of 2048 steps per training measurement"""
+    warmup_iterations: int = 1
+    """iterations run first and not timed"""
+    env_steps: int = 10000
+    """random-action steps per environment-only measurement"""
+    repeats: int = 3
+    """interleaved rounds; the table reports the median"""
+    torch_threads: int = 1
+    """torch threads, as in the scripts' default"""
+
+
+def env_only_steps_per_second(env_id, num_steps, seed):
+    envs = ppo_baseline.make_vector_env(env_id, 1, False, "speed", gamma=0.99)
+    envs.reset(seed=seed)
+    envs.action_space.seed(seed)
+    start = time.perf_counter()
+    for _ in range(num_steps):
+        envs.step(envs.action_space.sample())
+    elapsed = time.perf_counter() - start
+    envs.close()
+    return num_steps / elapsed
+
+
+def training_timings(module, env_id, iterations, warmup_iterations, torch_threads, seed):
+    """Run module.main() in a scratch folder; return (steps/s, rollout s/iter, update s/iter)."""
+    num_steps = 2048
+    argv = [module.__file__, "--env-id", env_id, "--seed", str(seed), "--num-steps", str(num_steps),
+            "--total-timesteps", str(num_steps * (iterations + warmup_iterations)),
+            "--torch-threads", str(torch_threads)]
+    cwd = os.getcwd()
+    with tempfile.TemporaryDirectory() as scratch:
+        os.chdir(scratch)
+        saved_argv, sys.argv = sys.argv, argv
+        saved_stdout, sys.stdout = sys.stdout, open(os.devnull, "w")  # silence per-episode prints
+        try:
+            module.main()
+        finally:
+            sys.stdout.close()
+            sys.argv, sys.stdout = saved_argv, saved_stdout
+            os.chdir(cwd)
+        (event_file,) = glob.glob(os.path.join(scratch, "runs", "*", "events.out.tfevents.*"))
+        accumulator = EventAccumulator(event_file, size_guidance={"scalars": 0})
+        accumulator.Reload()
+        rollout = [e.value for e in accumulator.Scalars("charts/rollout_time")][warmup_iterations:]
+        update = [e.value for e in accumulator.Scalars("charts/update_time")][warmup_iterations:]
+    iteration_time = np.mean(rollout) + np.mean(update)
+    return num_steps / iteration_time, float(np.mean(rollout)), float(np.mean(update))
+
+
+def main():
+    args = tyro.cli(Args)
+    torch.set_num_threads(args.torch_threads)
+    rounds = {"env-only": [], "ppo": [], "r2vpo": []}
+    for repeat in range(args.repeats):
+        rounds["env-only"].append((env_only_steps_per_second(args.env_id, args.env_steps, repeat), np.nan, np.nan))
+        for name, module in (("ppo", ppo_baseline), ("r2vpo", r2vpo_continuous)):
+            rounds[name].append(
+                training_timings(module, args.env_id, args.iterations, args.warmup_iterations, args.torch_threads, repeat)
+            )
+        print(f"round {repeat + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1][0]:.0f} steps/s" for k, v in rounds.items()))
+
+    median = {name: [statistics.median(values[i] for values in runs) for i in range(3)] for name, runs in rounds.items()}
+    env_sps = median["env-only"][0]
+    print(f"\n{args.env_id}, median of {args.repeats} rounds, {args.iterations} timed iterations of 2048 steps, "
+          f"{args.torch_threads} torch thread(s)\n")
+    print("| loop | steps/s | / env-only | rollout s/iter | update s/iter |")
+    print("|---|---|---|---|---|")
+    for name, (sps, rollout, update) in median.items():
+        timings = "| - | - |" if name == "env-only" else f"| {rollout:.2f} | {update:.2f} |"
+        print(f"| {name} | {sps:.0f} | {sps / env_sps:.2f} {timings}")
+    ratio = median["ppo"][0] / median["r2vpo"][0]
+    print(f"\nr2vpo / ppo wall time per iteration: {ratio:.3f}")
+
+
+if __name__ == "__main__":
+    main()
