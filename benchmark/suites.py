@@ -135,12 +135,24 @@ SUITES = {
         Suite(
             name="control-sweep",
             description="R2VPO delta in {0.01, 0.02, 0.05} x lambda-lr in {0.05, 0.5}, plus a ppo reference, "
-            "on InvertedDoublePendulum-v5 and Swimmer-v5 (not in the table), 2 seeds, 150k steps (28 runs).",
+            "on InvertedDoublePendulum-v5 and Swimmer-v5 (not in the table), 2 seeds, 100k steps (28 runs, "
+            "~25 min on 2 cores).",
             kind="control",
             tasks=(control_task("InvertedDoublePendulum-v5"), control_task("Swimmer-v5")),
             settings=SWEEP_SETTINGS,
             seeds=(1, 2),
-            total_timesteps=150_000,
+            total_timesteps=100_000,
+            common_flags=CONTROL_EVAL_FLAGS,
+        ),
+        Suite(
+            name="control-check",
+            description="Sanity check of the two scripts: Hopper-v5 and InvertedPendulum-v5 x ppo, r2vpo "
+            "x 2 seeds x 200k steps (8 runs).",
+            kind="control",
+            tasks=(control_task("Hopper-v5"), control_task("InvertedPendulum-v5")),
+            settings=(PPO, R2VPO),
+            seeds=(1, 2),
+            total_timesteps=200_000,
             common_flags=CONTROL_EVAL_FLAGS,
         ),
         Suite(
