@@ -37,7 +37,9 @@ class Args:
     env_id: str = "Hopper-v5"
     """the task to measure"""
     iterations: int = 3
-    """timed iterations of 2048 steps per training measurement"""
+    """timed iterations per training measurement"""
+    num_steps: int = 2048
+    """environment steps per iteration (the scripts' default)"""
     warmup_iterations: int = 1
     """iterations run first and not timed"""
     env_steps: int = 10000
@@ -60,12 +62,11 @@ def env_only_steps_per_second(env_id, num_steps, seed):
     return num_steps / elapsed
 
 
-def training_timings(module, env_id, iterations, warmup_iterations, torch_threads, seed):
+def training_timings(module, env_id, num_steps, iterations, warmup_iterations, torch_threads, seed):
     """Run module.main() in a scratch folder; return (steps/s, rollout s/iter, update s/iter)."""
-    num_steps = 2048
     argv = [module.__file__, "--env-id", env_id, "--seed", str(seed), "--num-steps", str(num_steps),
             "--total-timesteps", str(num_steps * (iterations + warmup_iterations)),
-            "--torch-threads", str(torch_threads)]
+            "--torch-threads", str(torch_threads), "--num-minibatches", str(min(32, num_steps))]
     cwd = os.getcwd()
     with tempfile.TemporaryDirectory() as scratch:
         os.chdir(scratch)
@@ -94,13 +95,15 @@ def main():
         rounds["env-only"].append((env_only_steps_per_second(args.env_id, args.env_steps, repeat), np.nan, np.nan))
         for name, module in (("ppo", ppo_baseline), ("r2vpo", r2vpo_continuous)):
             rounds[name].append(
-                training_timings(module, args.env_id, args.iterations, args.warmup_iterations, args.torch_threads, repeat)
+                training_timings(
+                    module, args.env_id, args.num_steps, args.iterations, args.warmup_iterations, args.torch_threads, repeat
+                )
             )
         print(f"round {repeat + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1][0]:.0f} steps/s" for k, v in rounds.items()))
 
     median = {name: [statistics.median(values[i] for values in runs) for i in range(3)] for name, runs in rounds.items()}
     env_sps = median["env-only"][0]
-    print(f"\n{args.env_id}, median of {args.repeats} rounds, {args.iterations} timed iterations of 2048 steps, "
+    print(f"\n{args.env_id}, median of {args.repeats} rounds, {args.iterations} timed iterations of {args.num_steps} steps, "
           f"{args.torch_threads} torch thread(s)\n")
     print("| loop | steps/s | / env-only | rollout s/iter | update s/iter |")
     print("|---|---|---|---|---|")

@@ -222,3 +222,14 @@ def test_bad_input_gives_one_line_error(script, flags, message, tmp_path):
     assert message in last_line and last_line.startswith("error:")
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "runs").exists()  # failed before any run folder was made
+
+
+def test_speed_benchmark_runs_end_to_end(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmark.speed", "--num-steps", "64", "--iterations", "1", "--warmup-iterations", "1",
+         "--env-steps", "200", "--repeats", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    for row in ("| env-only |", "| ppo |", "| r2vpo |", "r2vpo / ppo wall time per iteration"):
+        assert row in result.stdout
