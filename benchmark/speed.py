@@ -9,9 +9,11 @@ Each training measurement runs the script's own main() for `--warmup-iterations`
 num_steps / (rollout time + update time) per iteration, i.e. the whole loop except logging.
 
     python -m benchmark.speed --env-id Hopper-v5
+    git worktree add /tmp/old HEAD~3 && python -m benchmark.speed --scripts-dir /tmp/old   # A/B an older version
 """
 
 import glob
+import importlib.util
 import os
 import statistics
 import sys
@@ -26,10 +28,6 @@ import tyro
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import ppo_baseline  # noqa: E402  (the scripts live at the repository root)
-import r2vpo_continuous  # noqa: E402
 
 
 @dataclass
@@ -48,10 +46,19 @@ class Args:
     """interleaved rounds; the table reports the median"""
     torch_threads: int = 1
     """torch threads, as in the scripts' default"""
+    scripts_dir: str = str(ROOT)
+    """folder holding the two scripts (another checkout, to compare versions side by side)"""
 
 
-def env_only_steps_per_second(env_id, num_steps, seed):
-    envs = ppo_baseline.make_vector_env(env_id, 1, False, "speed", gamma=0.99)
+def load_script(folder, name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(folder, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def env_only_steps_per_second(make_vector_env, env_id, num_steps, seed):
+    envs = make_vector_env(env_id, 1, False, "speed", gamma=0.99)
     envs.reset(seed=seed)
     envs.action_space.seed(seed)
     start = time.perf_counter()
@@ -90,9 +97,10 @@ def training_timings(module, env_id, num_steps, iterations, warmup_iterations, t
 def main():
     args = tyro.cli(Args)
     torch.set_num_threads(args.torch_threads)
+    ppo_baseline, r2vpo_continuous = (load_script(args.scripts_dir, name) for name in ("ppo_baseline", "r2vpo_continuous"))
     rounds = {"env-only": [], "ppo": [], "r2vpo": []}
     for repeat in range(args.repeats):
-        rounds["env-only"].append((env_only_steps_per_second(args.env_id, args.env_steps, repeat), np.nan, np.nan))
+        rounds["env-only"].append((env_only_steps_per_second(ppo_baseline.make_vector_env, args.env_id, args.env_steps, repeat), np.nan, np.nan))
         for name, module in (("ppo", ppo_baseline), ("r2vpo", r2vpo_continuous)):
             rounds[name].append(
                 training_timings(
