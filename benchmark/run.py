@@ -13,7 +13,7 @@ tensorboard event file is read and one small JSON file is written atomically:
       status ("ok" | "failed" | "timeout"), returncode, wall_time_s, started_at, host,
       curve:        [[global_step, episodic_return], ...]  (charts/episodic_return)
       eval_returns: [...] (eval/episodic_return), eval_mean (null without evaluation)
-      scalars:      {tag: [[step, value], ...]} for every other charts/* and eval/* tag
+      scalars:      {tag: [[step, value], ...]} for every other charts/*, losses/* and eval/* tag
       stderr_tail:  last lines of stderr (status != "ok" only)
 
 Resume: a run whose result file exists with status "ok" is skipped; "failed" and "timeout" runs
@@ -208,7 +208,7 @@ def short_float(value: float) -> float:
 
 
 def read_scalars(run_dir: Path) -> dict[str, list[list[float]]] | None:
-    """All charts/* and eval/* scalars of every event file under run_dir/runs, as [[step, value], ...].
+    """All charts/*, losses/* and eval/* scalars of every event file under run_dir/runs, as [[step, value], ...].
 
     Returns None when there is no event file. Events are ordered by wall time, so several files
     (e.g. a restarted script) are concatenated in the order they were written.
@@ -223,7 +223,7 @@ def read_scalars(run_dir: Path) -> dict[str, list[list[float]]] | None:
         accumulator = EventAccumulator(str(event_file), size_guidance={"scalars": 0})  # 0: keep every point
         accumulator.Reload()
         for tag in accumulator.Tags()["scalars"]:
-            if tag.startswith(("charts/", "eval/")):
+            if tag.startswith(("charts/", "losses/", "eval/")):
                 events.setdefault(tag, []).extend(accumulator.Scalars(tag))
     return {
         tag: [[int(e.step), short_float(e.value)] for e in sorted(tag_events, key=lambda e: e.wall_time)]
