@@ -183,7 +183,7 @@ def test_defined_suites_are_well_formed():
     assert sweep_tasks == {"InvertedDoublePendulum-v5", "Swimmer-v5"}
     assert not sweep_tasks & {r.task for r in expanded["control-full"]}  # tuned on tasks not in the table
     assert "--delta 0.01 --lambda-lr 0.5" in {r.run_id: r.command for r in expanded["control-sweep"]}[
-        "Swimmer-v5__r2vpo-delta0.01-lr0.5__s2"
+        "Swimmer-v5__r2vpo-delta0.01-lr0.5__s1"
     ]
 
 
