@@ -233,3 +233,14 @@ def test_speed_benchmark_runs_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr
     for row in ("| env-only |", "| ppo |", "| r2vpo |", "r2vpo / ppo wall time per iteration"):
         assert row in result.stdout
+
+
+def test_capture_video_headless(tmp_path):
+    env = {**os.environ, "MUJOCO_GL": "egl"}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "ppo_baseline.py"), "--capture-video", "--total-timesteps", "64", "--num-steps", "64",
+         "--num-minibatches", "4", "--update-epochs", "1"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert glob.glob(str(tmp_path / "videos" / "*" / "*.mp4"))
