@@ -373,10 +373,10 @@ def main():
             for start in range(0, data_size, minibatch_size):
                 mb_inds = b_inds[start : start + minibatch_size]
 
-                mb_obs = b_obs[mb_inds]
+                mb_obs, mb_logprobs, mb_returns, mb_values = (x[mb_inds] for x in (b_obs, b_logprobs, b_returns, b_values))
                 _, newlogprob, entropy = agent.get_action(mb_obs, b_actions[mb_inds])
                 newvalue = agent.get_value(mb_obs)
-                logratio = newlogprob - b_logprobs[mb_inds]
+                logratio = newlogprob - mb_logprobs
                 ratio = logratio.exp()
 
                 with torch.no_grad():
@@ -391,22 +391,22 @@ def main():
                     mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
 
                 # Policy loss
-                pg_loss = ppo_clip_loss(newlogprob, b_logprobs[mb_inds], mb_advantages, args.clip_coef)
+                pg_loss = ppo_clip_loss(newlogprob, mb_logprobs, mb_advantages, args.clip_coef)
                 epoch_ratio_variances.append(ratio.detach().var(unbiased=False).item())
 
                 # Value loss
                 if args.clip_vloss:
-                    v_loss_unclipped = (newvalue - b_returns[mb_inds]) ** 2
-                    v_clipped = b_values[mb_inds] + torch.clamp(
-                        newvalue - b_values[mb_inds],
+                    v_loss_unclipped = (newvalue - mb_returns) ** 2
+                    v_clipped = mb_values + torch.clamp(
+                        newvalue - mb_values,
                         -args.clip_coef,
                         args.clip_coef,
                     )
-                    v_loss_clipped = (v_clipped - b_returns[mb_inds]) ** 2
+                    v_loss_clipped = (v_clipped - mb_returns) ** 2
                     v_loss_max = torch.max(v_loss_unclipped, v_loss_clipped)
                     v_loss = 0.5 * v_loss_max.mean()
                 else:
-                    v_loss = 0.5 * ((newvalue - b_returns[mb_inds]) ** 2).mean()
+                    v_loss = 0.5 * ((newvalue - mb_returns) ** 2).mean()
 
                 entropy_loss = entropy.mean()
                 loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
