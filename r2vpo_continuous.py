@@ -412,22 +412,14 @@ def main():
         clipfracs, lagrange_multipliers = [], []
         for epoch in range(args.update_epochs):
             b_inds = torch.randperm(data_size, device=device)
-            epoch_ratio_variances, epoch_ess = [], []
+            epoch_logratios, epoch_ratio_variances = [], []
             for start in range(0, data_size, minibatch_size):
                 mb_inds = b_inds[start : start + minibatch_size]
 
                 mb_obs, mb_logprobs, mb_returns, mb_values = (x[mb_inds] for x in (b_obs, b_logprobs, b_returns, b_values))
                 _, newlogprob, entropy = agent.get_action(mb_obs, b_actions[mb_inds])
                 newvalue = agent.get_value(mb_obs)
-                logratio = newlogprob - mb_logprobs
-                ratio = logratio.exp()
-
-                with torch.no_grad():
-                    # calculate approx_kl http://joschu.net/blog/kl-approx.html
-                    old_approx_kl = (-logratio).mean()
-                    approx_kl = ((ratio - 1) - logratio).mean()
-                    clipfracs += [((ratio - 1.0).abs() > args.clip_coef).float().mean().item()]
-                    epoch_ess.append((ratio.mean() ** 2 / (ratio**2).mean()).item())
+                epoch_logratios.append((newlogprob - mb_logprobs).detach())  # diagnostics: per epoch, below
 
                 mb_advantages = b_advantages[mb_inds]
                 if args.norm_adv:
@@ -463,6 +455,16 @@ def main():
                 lagrange_multiplier = dual_update(lagrange_multiplier, ratio_variance, args.delta, args.lambda_lr, args.lambda_max)
                 lagrange_multipliers.append(lagrange_multiplier)
 
+            # Diagnostics from the epoch's stacked log-ratios: a few ops per epoch, not a dozen small
+            # ops and two synchronisations per minibatch
+            logratios = torch.stack(epoch_logratios)  # (num_minibatches, minibatch_size)
+            ratios = logratios.exp()
+            # calculate approx_kl http://joschu.net/blog/kl-approx.html (of the last minibatch)
+            old_approx_kl = (-logratios[-1]).mean()
+            approx_kl = ((ratios[-1] - 1) - logratios[-1]).mean()
+            clipfracs.append(((ratios - 1.0).abs() > args.clip_coef).float().mean().item())
+            ess = (ratios.mean(1) ** 2 / (ratios**2).mean(1)).mean()  # mean over minibatches
+
             if args.target_kl is not None and approx_kl > args.target_kl:
                 break
 
@@ -483,7 +485,7 @@ def main():
         writer.add_scalar("losses/constraint_violation", np.mean(epoch_ratio_variances) - args.delta, global_step)
         writer.add_scalar("losses/lambda", np.mean(lagrange_multipliers), global_step)
         writer.add_scalar("losses/lambda_max", np.max(lagrange_multipliers), global_step)
-        writer.add_scalar("losses/ess", np.mean(epoch_ess), global_step)
+        writer.add_scalar("losses/ess", ess.item(), global_step)
         writer.add_scalar("losses/explained_variance", explained_var, global_step)
         writer.add_scalar("charts/rollout_time", rollout_time, global_step)
         writer.add_scalar("charts/update_time", update_time, global_step)
