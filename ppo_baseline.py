@@ -188,21 +188,23 @@ class Agent(nn.Module):
     def get_value(self, x):
         return self.critic(x).squeeze(-1)
 
-    def get_action(self, x, action=None):
-        """Sample an action (or score a given one): returns action, log-prob, entropy.
+    def get_action(self, x):
+        """Sample an action: the one actor call of an environment step (log-probs come batched later)."""
+        action_mean = self.actor_mean(x)
+        return torch.normal(action_mean, self.actor_logstd.exp().expand_as(action_mean))
 
-        The diagonal Gaussian is written out: the numbers of torch.distributions.Normal (log of
-        std included) without building and validating a distribution object, which costs more
-        than the 64-64 network on every environment step and minibatch.
+    def get_logprob_entropy(self, x, action):
+        """Log-probabilities of given actions and the entropy of the diagonal Gaussian policy.
+
+        Written out rather than built as torch.distributions.Normal, whose construction and
+        validation cost more than the 64-64 network, and with as few autograd nodes as the formula.
         """
         action_mean = self.actor_mean(x)
-        action_std = self.actor_logstd.expand_as(action_mean).exp()
-        log_std = action_std.log()
-        if action is None:
-            action = torch.normal(action_mean, action_std)
-        log_prob = -((action - action_mean) ** 2) / (2 * action_std**2) - log_std - math.log(math.sqrt(2 * math.pi))
-        entropy = 0.5 + 0.5 * math.log(2 * math.pi) + log_std
-        return action, log_prob.sum(-1), entropy.sum(-1)
+        log_std = self.actor_logstd
+        z = (action - action_mean) / log_std.exp()
+        log_prob = -0.5 * z**2 - log_std - 0.5 * math.log(2 * math.pi)
+        entropy = (log_std + 0.5 + 0.5 * math.log(2 * math.pi)).expand_as(action_mean)
+        return log_prob.sum(-1), entropy.sum(-1)
 
 
 def compute_gae(rewards, values, next_values, terminations, dones, gamma, gae_lambda):
@@ -292,12 +294,12 @@ def main():
     optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
 
     # Rollout storage. next_obs_buf[t] is the state reached by step t (the final observation when
-    # the episode ended there), so values of every state come from one batched critic pass.
+    # the episode ended there), so the values of every state come from one batched critic pass
+    # after the rollout, as do the behaviour log-probs from one actor pass.
     # numpy, not torch: writing one row of a numpy array costs a fraction of a torch index_put.
     obs = np.zeros((args.num_steps, args.num_envs, obs_dim), dtype=np.float32)
     next_obs_buf = np.zeros((args.num_steps, args.num_envs, obs_dim), dtype=np.float32)
     actions = np.zeros((args.num_steps, args.num_envs, action_dim), dtype=np.float32)
-    logprobs = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
     rewards = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
     terminations = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
     dones = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
@@ -323,10 +325,9 @@ def main():
 
             # ALGO LOGIC: action logic (inference mode: no autograd bookkeeping; from_numpy: no copy)
             with torch.inference_mode():
-                action, logprob, _ = agent.get_action(torch.from_numpy(next_obs).to(device))
+                action = agent.get_action(torch.from_numpy(next_obs).to(device))
             action = action.cpu().numpy()
             actions[step] = action
-            logprobs[step] = logprob.cpu().numpy()
 
             # TRY NOT TO MODIFY: execute the game and log data.
             next_obs, reward, terminated, truncated, infos = envs.step(action)
@@ -344,13 +345,16 @@ def main():
                     writer.add_scalar("charts/episodic_length", episode["l"][i], global_step)
 
         rollout_time = time.time() - iteration_start
-        replay.append(tuple(torch.tensor(x, device=device) for x in (obs, next_obs_buf, actions, logprobs, rewards, terminations, dones)))
+        rollout = tuple(torch.tensor(x, device=device) for x in (obs, next_obs_buf, actions, rewards, terminations, dones))
+        with torch.no_grad():  # behaviour log-probs of all steps in one batched pass, not one per step
+            behavior_logprobs, _ = agent.get_logprob_entropy(rollout[0], rollout[2])
+        replay.append(rollout + (behavior_logprobs,))
 
         # Advantages of every kept rollout, recomputed with the current critic (its old values
         # and GAE are stale). The newest rollout gets exactly CleanRL's on-policy targets.
         batches = []
         with torch.no_grad():
-            for b_obs, b_next_obs, b_actions, b_logprobs, b_rewards, b_terminations, b_dones in replay:
+            for b_obs, b_next_obs, b_actions, b_rewards, b_terminations, b_dones, b_logprobs in replay:
                 values = agent.get_value(b_obs)
                 next_values = agent.get_value(b_next_obs)
                 advantages, returns = compute_gae(
@@ -374,7 +378,7 @@ def main():
                 mb_inds = b_inds[start : start + minibatch_size]
 
                 mb_obs, mb_logprobs, mb_returns, mb_values = (x[mb_inds] for x in (b_obs, b_logprobs, b_returns, b_values))
-                _, newlogprob, entropy = agent.get_action(mb_obs, b_actions[mb_inds])
+                newlogprob, entropy = agent.get_logprob_entropy(mb_obs, b_actions[mb_inds])
                 newvalue = agent.get_value(mb_obs)
                 epoch_logratios.append((newlogprob - mb_logprobs).detach())  # diagnostics: per epoch, below
 
