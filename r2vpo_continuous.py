@@ -252,12 +252,13 @@ def compute_gae(rewards, values, next_values, terminations, dones, gamma, gae_la
         A_t     = delta_t + gamma * lambda * (1 - done_t) * A_{t+1}
     Returns (advantages, returns = advantages + values).
     """
-    advantages = torch.zeros_like(rewards)
-    lastgaelam = torch.zeros_like(rewards[0])
     deltas = rewards + gamma * (1.0 - terminations) * next_values - values
-    for t in reversed(range(rewards.shape[0])):
-        lastgaelam = deltas[t] + gamma * gae_lambda * (1.0 - dones[t]) * lastgaelam
-        advantages[t] = lastgaelam
+    discounts = gamma * gae_lambda * (1.0 - dones)  # computed for all steps at once, not one per step
+    advantages, lastgaelam = [], torch.zeros_like(rewards[0])
+    for delta, discount in zip(reversed(deltas.unbind()), reversed(discounts.unbind())):  # rows as views
+        lastgaelam = delta + discount * lastgaelam
+        advantages.append(lastgaelam)
+    advantages = torch.stack(advantages[::-1])
     return advantages, advantages + values
 
 
@@ -416,16 +417,17 @@ def main():
         clipfracs, lagrange_multipliers = [], []
         for epoch in range(args.update_epochs):
             b_inds = torch.randperm(data_size, device=device)
+            # one gather per tensor and epoch; each minibatch is then a slice, a view of it
+            shuffled = [x[b_inds] for x in (b_obs, b_actions, b_logprobs, b_advantages, b_returns, b_values)]
             epoch_logratios, epoch_ratio_variances = [], []
             for start in range(0, data_size, minibatch_size):
-                mb_inds = b_inds[start : start + minibatch_size]
-
-                mb_obs, mb_logprobs, mb_returns, mb_values = (x[mb_inds] for x in (b_obs, b_logprobs, b_returns, b_values))
-                newlogprob, entropy = agent.get_logprob_entropy(mb_obs, b_actions[mb_inds])
+                mb_obs, mb_actions, mb_logprobs, mb_advantages, mb_returns, mb_values = (
+                    x[start : start + minibatch_size] for x in shuffled
+                )
+                newlogprob, entropy = agent.get_logprob_entropy(mb_obs, mb_actions)
                 newvalue = agent.get_value(mb_obs)
                 epoch_logratios.append((newlogprob - mb_logprobs).detach())  # diagnostics: per epoch, below
 
-                mb_advantages = b_advantages[mb_inds]
                 if args.norm_adv:
                     mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
 
