@@ -268,8 +268,10 @@ def r2vpo_policy_loss(new_logprobs, behavior_logprobs, advantages, lagrange_mult
     Returns (loss, ratio_variance), the variance detached for logging and the dual step.
     """
     ratio = (new_logprobs - behavior_logprobs).clamp(-20.0, 20.0).exp()  # guard against overflow only
-    reference = ratio.mean() if center == "mean" else 1.0
-    ratio_variance = ((ratio - reference) ** 2).mean()  # population variance (ddof=0)
+    if center == "mean":
+        ratio_variance = ratio.var(unbiased=False)  # population variance (ddof=0), one autograd node
+    else:
+        ratio_variance = ((ratio - 1.0) ** 2).mean()  # second moment around E_mu[r] = 1
     loss = -(ratio * advantages).mean() + lagrange_multiplier * ratio_variance
     return loss, ratio_variance.detach()
 

@@ -1,12 +1,14 @@
 """Throughput of the continuous-control scripts against their own environment stack.
 
-In one process, for one task, it measures side by side (median of `--repeats` interleaved rounds):
+In one process, for one task, it measures side by side, in `--repeats` interleaved rounds:
   env-only  steps/s of the scripts' exact vector env + wrapper stack driven by random actions;
   ppo       steps/s of `ppo_baseline.py`, from its logged rollout and update times;
   r2vpo     the same for `r2vpo_continuous.py`.
 Each training measurement runs the script's own main() for `--warmup-iterations` +
 `--iterations` iterations and keeps only the iterations after the warm-up. Training steps/s is
 num_steps / (rollout time + update time) per iteration, i.e. the whole loop except logging.
+Ratios (training / env-only, r2vpo / ppo) are computed within each round and reported as the
+median over rounds with their range.
 
     python -m benchmark.speed --env-id Hopper-v5
     git worktree add /tmp/old HEAD~3 && python -m benchmark.speed --scripts-dir /tmp/old   # A/B an older version
@@ -99,9 +101,10 @@ def main():
     torch.set_num_threads(args.torch_threads)
     ppo_baseline, r2vpo_continuous = (load_script(args.scripts_dir, name) for name in ("ppo_baseline", "r2vpo_continuous"))
     rounds = {"env-only": [], "ppo": [], "r2vpo": []}
+    scripts = [("ppo", ppo_baseline), ("r2vpo", r2vpo_continuous)]
     for repeat in range(args.repeats):
         rounds["env-only"].append((env_only_steps_per_second(ppo_baseline.make_vector_env, args.env_id, args.env_steps, repeat), np.nan, np.nan))
-        for name, module in (("ppo", ppo_baseline), ("r2vpo", r2vpo_continuous)):
+        for name, module in scripts if repeat % 2 == 0 else scripts[::-1]:  # alternate the order: drift cancels
             rounds[name].append(
                 training_timings(
                     module, args.env_id, args.num_steps, args.iterations, args.warmup_iterations, args.torch_threads, repeat
@@ -109,18 +112,20 @@ def main():
             )
         print(f"round {repeat + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1][0]:.0f} steps/s" for k, v in rounds.items()))
 
-    median = {name: [statistics.median(values[i] for values in runs) for i in range(3)] for name, runs in rounds.items()}
-    env_sps = median["env-only"][0]
+    # Ratios are taken within a round (measurements minutes apart on a shared machine differ by
+    # more than the code does), then the median over rounds, with the range over rounds.
+    env_sps = [sps for sps, _, _ in rounds["env-only"]]
     print(f"\n{args.env_id}, median of {args.repeats} rounds, {args.iterations} timed iterations of {args.num_steps} steps, "
           f"{args.torch_threads} torch thread(s)\n")
-    print("| loop | steps/s | / env-only | rollout s/iter | update s/iter |")
+    print("| loop | steps/s | / env-only (range) | rollout s/iter | update s/iter |")
     print("|---|---|---|---|---|")
-    for name, (sps, rollout, update) in median.items():
+    for name, runs in rounds.items():
+        sps, rollout, update = (statistics.median(values[i] for values in runs) for i in range(3))
+        fractions = [values[0] / env for values, env in zip(runs, env_sps)]
         timings = "| - | - |" if name == "env-only" else f"| {rollout:.2f} | {update:.2f} |"
-        print(f"| {name} | {sps:.0f} | {sps / env_sps:.2f} {timings}")
-    ratio = median["ppo"][0] / median["r2vpo"][0]
-    print(f"\nr2vpo / ppo wall time per iteration: {ratio:.3f}")
-
+        print(f"| {name} | {sps:.0f} | {statistics.median(fractions):.2f} ({min(fractions):.2f}-{max(fractions):.2f}) {timings}")
+    ratios = [ppo[0] / r2vpo[0] for ppo, r2vpo in zip(rounds["ppo"], rounds["r2vpo"])]
+    print(f"\nr2vpo / ppo wall time per iteration: {statistics.median(ratios):.3f} (range {min(ratios):.3f}-{max(ratios):.3f})")
 
 if __name__ == "__main__":
     main()

@@ -59,6 +59,36 @@ def test_gae_matches_reference_with_termination_and_truncation(module):
     torch.testing.assert_close(other[5:, 1], advantages[5:, 1])  # nothing leaks across the cut
 
 
+# ---------------------------------------------------------------- policy
+
+
+@pytest.mark.parametrize("module", [ppo_baseline, r2vpo_continuous])
+def test_written_out_gaussian_matches_torch_distributions(module):
+    torch.manual_seed(0)
+    agent = module.Agent(5, 3)
+    with torch.no_grad():
+        agent.actor_logstd.copy_(torch.tensor([[-0.5, 0.0, 0.7]]))
+    obs, actions = torch.randn(4, 8, 5), torch.randn(4, 8, 3)  # (steps, envs, dim), as after a rollout
+    log_prob, entropy = agent.get_logprob_entropy(obs, actions)
+    (log_prob.sum() + entropy.sum()).backward()
+    actor_params = [*agent.actor_mean.parameters(), agent.actor_logstd]
+    grads = [p.grad.clone() for p in actor_params]
+
+    agent.zero_grad()
+    normal = torch.distributions.Normal(agent.actor_mean(obs), agent.actor_logstd.exp())
+    expected_log_prob, expected_entropy = normal.log_prob(actions).sum(-1), normal.entropy().sum(-1)
+    (expected_log_prob.sum() + expected_entropy.sum()).backward()
+    torch.testing.assert_close(log_prob, expected_log_prob)
+    torch.testing.assert_close(entropy, expected_entropy)
+    for grad, param in zip(grads, actor_params):
+        torch.testing.assert_close(grad, param.grad)
+
+    with torch.no_grad():  # samples: mean actor_mean(obs), std exp(log std)
+        samples = agent.get_action(torch.zeros(20_000, 5))
+        torch.testing.assert_close(samples.std(0), agent.actor_logstd.exp()[0], rtol=0.03, atol=0)
+        torch.testing.assert_close(samples.mean(0), agent.actor_mean(torch.zeros(5)), rtol=0, atol=0.05)
+
+
 # ---------------------------------------------------------------- losses
 
 

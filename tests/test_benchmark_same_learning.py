@@ -1,0 +1,76 @@
+"""Tests of benchmark/same_learning.py: the statistics on small numbers, and the whole comparison
+with the runner's fake training script standing in for the two versions (no MuJoCo training)."""
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from benchmark import same_learning
+from tests.test_benchmark_runner import FAKE_TRAINING_SCRIPT, REPO_ROOT
+
+
+def test_welch_t_matches_the_formula():
+    a, b = [1.0, 2.0, 4.0], [3.0, 5.0, 6.0, 9.0]
+    expected = (np.mean(b) - np.mean(a)) / math.sqrt(np.var(a, ddof=1) / 3 + np.var(b, ddof=1) / 4)
+    assert same_learning.welch_t(a, b) == pytest.approx(expected)
+    assert math.isnan(same_learning.welch_t([1.0, 1.0], [1.0, 1.0]))
+
+
+def test_permutation_p_is_exact():
+    assert same_learning.permutation_p([1.0, 2.0, 3.0], [3.0, 2.0, 1.0]) == 1.0
+    # fully separated groups of 3: only the observed split and its mirror are as extreme, 2 of C(6, 3) = 20
+    assert same_learning.permutation_p([0.0, 1.0, 2.0], [10.0, 11.0, 12.0]) == pytest.approx(2 / 20)
+    # one group of 2 vs 2: C(4, 2) = 6 splits, 2 as extreme
+    assert same_learning.permutation_p([0.0, 0.1], [5.0, 5.1]) == pytest.approx(2 / 6)
+
+
+def curve(seed, shift=0.0):
+    return [[step, 10.0 * step / 100 + seed + shift] for step in range(100, 1100, 100)]
+
+
+def test_table_says_whether_learning_was_bit_identical():
+    before = [{"seed": s, "curve": curve(s)} for s in (1, 2, 3)]
+    same = same_learning.comparison_table(before, [dict(r) for r in before], ("before a", "after b"), 1000)
+    assert "bit-identical" in same and "permutation p 1.00" in same
+    shifted = [{"seed": s, "curve": curve(s, shift=50.0)} for s in (1, 2, 3)]
+    different = same_learning.comparison_table(before, shifted, ("before a", "after b"), 1000)
+    assert "bit-identical" not in different and "+50.0" in different and "permutation p 0.10" in different
+
+
+def test_compares_two_versions_end_to_end_and_resumes(tmp_path, monkeypatch, capsys):
+    script = tmp_path / "fake_train.py"
+    script.write_text(FAKE_TRAINING_SCRIPT)
+    monkeypatch.setenv("FAKE_TRAINING_LOG", str(tmp_path / "executions.log"))
+    monkeypatch.setattr(same_learning, "resolve_commit", lambda revision: revision * 8)  # 'a' -> 'aaaaaaaa'
+    monkeypatch.setattr(same_learning, "extract_script", lambda commit, name, work_root: script)
+    args = same_learning.Args(
+        before="a", after="b", script="fake_train.py", env_id="FakeTask", seeds=(1, 2),
+        total_timesteps=1000, results_dir=str(tmp_path / "results"), work_dir=str(tmp_path / "work"),
+    )
+    assert same_learning.main(args) == 0
+    table = (tmp_path / "results" / "same-learning" / "fake_train__FakeTask__aaaaaaa_vs_bbbbbbb.md").read_text()
+    assert "| before aaaaaaa | 2 |" in table and "| after bbbbbbb | 2 |" in table and "bit-identical" in table
+    assert len((tmp_path / "executions.log").read_text().splitlines()) == 4
+    assert same_learning.main(args) == 0  # resume: every run has its result, nothing runs again
+    assert len((tmp_path / "executions.log").read_text().splitlines()) == 4
+    assert "4 runs, 4 done, 0 to run" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--before", "no-such-revision", "--after", "HEAD"], "is not a commit of this repository"),
+        (["--before", "HEAD", "--after", "HEAD"], "are the same commit"),
+        (["--before", "HEAD", "--after", "HEAD", "--seeds", "1"], "need at least 2 seeds"),
+    ],
+)
+def test_bad_input_gives_one_line_error(flags, message):
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmark.same_learning", *flags], cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    assert result.returncode != 0
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error: ")
+    assert message in result.stderr
