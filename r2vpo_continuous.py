@@ -393,7 +393,7 @@ def main():
         rollout_time = time.time() - iteration_start
         rollout = tuple(torch.tensor(x, device=device) for x in (obs, next_obs_buf, actions, rewards, terminations, dones))
         with torch.no_grad():  # behaviour log-probs of all steps in one batched pass, not one per step
-            behavior_logprobs, _ = agent.get_logprob_entropy(rollout[0], rollout[2])
+            behavior_logprobs, _ = agent.get_logprob_entropy(rollout[0], rollout[2])  # (obs, actions)
         replay.append(rollout + (behavior_logprobs,))
 
         # Advantages of every kept rollout, recomputed with the current critic (its old values
