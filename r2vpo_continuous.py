@@ -336,7 +336,7 @@ def main():
     agent = Agent(obs_dim, action_dim).to(device)
     # fused: one kernel updates every tensor, about half the cost of a minibatch step for these
     # small networks (it rounds differently from the default loop, same learning: see README)
-    optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, foreach=True)
+    optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
 
     # Rollout storage. next_obs_buf[t] is the state reached by step t (the final observation when
     # the episode ended there), so the values of every state come from one batched critic pass
