@@ -172,7 +172,7 @@ def main(args: Args) -> int:
         print("some runs did not finish ok; run the same command again", file=sys.stderr)
         return 1
     for run, result in zip(runs, results):
-        if result["runner_command"] != command:  # the runner records its own command: name this one
+        if not result["runner_command"].startswith("python -m benchmark.same_learning"):  # name the first comparison
             write_result(result_path(results_root, SUITE, run.run_id), {**result, "runner_command": command})
     half = len(args.seeds)
     labels = (f"before {commits[0][:7]}", f"after {commits[1][:7]}")

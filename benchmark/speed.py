@@ -1,7 +1,8 @@
 """Throughput of the continuous-control scripts against their own environment stack.
 
 In one process, for one task, it measures side by side, in `--repeats` interleaved rounds:
-  env-only  steps/s of the scripts' exact vector env + wrapper stack driven by random actions;
+  env-only  steps/s of the scripts' exact vector env + wrapper stack driven by random actions,
+            measured before and after the two training runs of the round (mean of both);
   ppo       steps/s of `ppo_baseline.py`, from its logged rollout and update times;
   r2vpo     the same for `r2vpo_continuous.py`.
 Each training measurement runs the script's own main() for `--warmup-iterations` +
@@ -11,7 +12,7 @@ Ratios (training / env-only, r2vpo / ppo) are computed within each round and rep
 median over rounds with their range.
 
     python -m benchmark.speed --env-id Hopper-v5
-    git worktree add /tmp/old HEAD~3 && python -m benchmark.speed --scripts-dir /tmp/old   # A/B an older version
+    git worktree add /tmp/old f7cca37 && python -m benchmark.speed --baseline-dir /tmp/old   # speed-up over it
 """
 
 import glob
@@ -50,6 +51,8 @@ class Args:
     """torch threads, as in the scripts' default"""
     scripts_dir: str = str(ROOT)
     """folder holding the two scripts (another checkout, to compare versions side by side)"""
+    baseline_dir: str | None = None
+    """another checkout (e.g. an older version) whose ppo_baseline.py is measured in the same rounds"""
 
 
 def load_script(folder, name):
@@ -102,14 +105,20 @@ def main():
     ppo_baseline, r2vpo_continuous = (load_script(args.scripts_dir, name) for name in ("ppo_baseline", "r2vpo_continuous"))
     rounds = {"env-only": [], "ppo": [], "r2vpo": []}
     scripts = [("ppo", ppo_baseline), ("r2vpo", r2vpo_continuous)]
+    if args.baseline_dir:
+        rounds["ppo (baseline)"] = []
+        scripts.append(("ppo (baseline)", load_script(args.baseline_dir, "ppo_baseline")))
     for repeat in range(args.repeats):
-        rounds["env-only"].append((env_only_steps_per_second(ppo_baseline.make_vector_env, args.env_id, args.env_steps, repeat), np.nan, np.nan))
-        for name, module in scripts if repeat % 2 == 0 else scripts[::-1]:  # alternate the order: drift cancels
+        env_before = env_only_steps_per_second(ppo_baseline.make_vector_env, args.env_id, args.env_steps, repeat)
+        shift = repeat % len(scripts)  # rotate the order from round to round: drift cancels
+        for name, module in scripts[shift:] + scripts[:shift]:
             rounds[name].append(
                 training_timings(
                     module, args.env_id, args.num_steps, args.iterations, args.warmup_iterations, args.torch_threads, repeat
                 )
             )
+        env_after = env_only_steps_per_second(ppo_baseline.make_vector_env, args.env_id, args.env_steps, repeat)
+        rounds["env-only"].append(((env_before + env_after) / 2, np.nan, np.nan))  # brackets the training runs
         print(f"round {repeat + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1][0]:.0f} steps/s" for k, v in rounds.items()))
 
     # Ratios are taken within a round (measurements minutes apart on a shared machine differ by
@@ -126,6 +135,10 @@ def main():
         print(f"| {name} | {sps:.0f} | {statistics.median(fractions):.2f} ({min(fractions):.2f}-{max(fractions):.2f}) {timings}")
     ratios = [ppo[0] / r2vpo[0] for ppo, r2vpo in zip(rounds["ppo"], rounds["r2vpo"])]
     print(f"\nr2vpo / ppo wall time per iteration: {statistics.median(ratios):.3f} (range {min(ratios):.3f}-{max(ratios):.3f})")
+    if args.baseline_dir:
+        speedups = [ppo[0] / old[0] for ppo, old in zip(rounds["ppo"], rounds["ppo (baseline)"])]
+        print(f"ppo speed-up over {args.baseline_dir}: {statistics.median(speedups):.2f}x "
+              f"(range {min(speedups):.2f}-{max(speedups):.2f})")
 
 if __name__ == "__main__":
     main()

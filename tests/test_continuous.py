@@ -257,11 +257,12 @@ def test_bad_input_gives_one_line_error(script, flags, message, tmp_path):
 def test_speed_benchmark_runs_end_to_end(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "benchmark.speed", "--num-steps", "64", "--iterations", "1", "--warmup-iterations", "1",
-         "--env-steps", "200", "--repeats", "1"],
+         "--env-steps", "200", "--repeats", "2", "--baseline-dir", str(ROOT)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    for row in ("| env-only |", "| ppo |", "| r2vpo |", "r2vpo / ppo wall time per iteration"):
+    for row in ("| env-only |", "| ppo |", "| r2vpo |", "| ppo (baseline) |", "r2vpo / ppo wall time per iteration",
+                "ppo speed-up over"):
         assert row in result.stdout
 
 
