@@ -277,7 +277,7 @@ class ChildProcesses:
 
 def execute_run(
     run: Run, results_root: Path, work_root: Path, time_limit: float, python: str, git: tuple[str, bool],
-    children: ChildProcesses,
+    children: ChildProcesses, runner_command: str | None = None,
 ) -> dict | None:
     """Run one training script to the end, then write and return its result (None if interrupted)."""
     work_dir = work_root / run.suite / run.run_id
@@ -329,7 +329,7 @@ def execute_run(
         "total_timesteps": run.total_timesteps,
         "command": run.command,
         "argv": run.argv(python),
-        "runner_command": f"python -m benchmark.run --suite {run.suite}",
+        "runner_command": runner_command or f"python -m benchmark.run --suite {run.suite}",
         "git_commit": git[0],
         "git_dirty": git[1],
         "status": status,
@@ -357,9 +357,12 @@ def raise_keyboard_interrupt(signum, frame):
 
 def run_all(
     runs: list[Run], results_root: Path, work_root: Path, workers: int, time_limit: float = 0.0,
-    python: str = sys.executable, log=print,
+    python: str = sys.executable, log=print, runner_command: str | None = None,
 ) -> list[dict]:
-    """Run `runs` with `workers` in parallel; returns the results written (interrupted runs excluded)."""
+    """Run `runs` with `workers` in parallel; returns the results written (interrupted runs excluded).
+
+    runner_command: the command recorded in each result (default: this runner's, for the suite).
+    """
     git = git_state()
     children = ChildProcesses()
     results: list[dict] = []
@@ -369,7 +372,9 @@ def run_all(
     executor = ThreadPoolExecutor(max_workers=max(1, workers))
     try:
         futures = {
-            executor.submit(execute_run, run, results_root, work_root, time_limit, python, git, children): run
+            executor.submit(
+                execute_run, run, results_root, work_root, time_limit, python, git, children, runner_command
+            ): run
             for run in runs
         }
         for future in as_completed(futures):

@@ -30,7 +30,7 @@ import numpy as np
 import tyro
 
 from benchmark.report import binned_curve, final_return
-from benchmark.run import REPO_ROOT, Run, is_finished, load_result, result_path, run_all, write_result
+from benchmark.run import REPO_ROOT, Run, is_finished, load_result, result_path, run_all
 
 SUITE = "same-learning"
 MAX_SPLITS = 1_000_000
@@ -156,24 +156,21 @@ def main(args: Args) -> int:
         raise SystemExit("error: --before and --after are the same commit")
     script_paths = {commit: extract_script(commit, args.script, work_root) for commit in commits}
     runs = plan_runs(script_paths, args.script, args.env_id, args.seeds, args.total_timesteps)
-    pending = [run for run in runs if not is_finished(run, results_root)]
-    print(f"{len(runs)} runs, {len(runs) - len(pending)} done, {len(pending)} to run with {args.workers} workers", flush=True)
-    try:
-        run_all(pending, results_root, work_root, args.workers)
-    except KeyboardInterrupt:
-        return 130  # finished runs kept their result files: the same command resumes
-
     command = (
         f"python -m benchmark.same_learning --before {commits[0][:7]} --after {commits[1][:7]} --script {args.script} "
         f"--env-id {args.env_id} --total-timesteps {args.total_timesteps} --seeds {' '.join(map(str, args.seeds))}"
     )
+    pending = [run for run in runs if not is_finished(run, results_root)]
+    print(f"{len(runs)} runs, {len(runs) - len(pending)} done, {len(pending)} to run with {args.workers} workers", flush=True)
+    try:
+        run_all(pending, results_root, work_root, args.workers, runner_command=command)
+    except KeyboardInterrupt:
+        return 130  # finished runs kept their result files: the same command resumes
+
     results = [load_result(result_path(results_root, SUITE, run.run_id)) for run in runs]
     if any(r is None or r["status"] != "ok" for r in results):
         print("some runs did not finish ok; run the same command again", file=sys.stderr)
         return 1
-    for run, result in zip(runs, results):
-        if not result["runner_command"].startswith("python -m benchmark.same_learning"):  # name the first comparison
-            write_result(result_path(results_root, SUITE, run.run_id), {**result, "runner_command": command})
     half = len(args.seeds)
     labels = (f"before {commits[0][:7]}", f"after {commits[1][:7]}")
     header = f"{args.script} on {args.env_id}, {args.total_timesteps} steps per run\ncommand: {command}\n\n"

@@ -1,6 +1,7 @@
 """Tests of benchmark/same_learning.py: the statistics on small numbers, and the whole comparison
 with the runner's fake training script standing in for the two versions (no MuJoCo training)."""
 
+import json
 import math
 import subprocess
 import sys
@@ -54,6 +55,8 @@ def test_compares_two_versions_end_to_end_and_resumes(tmp_path, monkeypatch, cap
     table = (tmp_path / "results" / "same-learning" / "fake_train__FakeTask__aaaaaaa_vs_bbbbbbb.md").read_text()
     assert "| before aaaaaaa | 2 |" in table and "| after bbbbbbb | 2 |" in table and "bit-identical" in table
     assert len((tmp_path / "executions.log").read_text().splitlines()) == 4
+    result = json.loads((tmp_path / "results" / "same-learning" / "fake_train__aaaaaaa__FakeTask__s1.json").read_text())
+    assert result["runner_command"].startswith("python -m benchmark.same_learning --before aaaaaaa --after bbbbbbb")
     assert same_learning.main(args) == 0  # resume: every run has its result, nothing runs again
     assert len((tmp_path / "executions.log").read_text().splitlines()) == 4
     assert "4 runs, 4 done, 0 to run" in capsys.readouterr().out
