@@ -225,7 +225,8 @@ class Agent(nn.Module):
     def get_action(self, x):
         """Sample an action: the one actor call of an environment step (log-probs come batched later)."""
         action_mean = self.actor_mean(x)
-        return torch.normal(action_mean, self.actor_logstd.exp().expand_as(action_mean))
+        # mean + std * noise draws the same numbers as torch.normal(mean, std) without its std expand
+        return action_mean + self.actor_logstd.exp() * torch.randn_like(action_mean)
 
     def get_logprob_entropy(self, x, action):
         """Log-probabilities of given actions and the entropy of the diagonal Gaussian policy.
@@ -454,7 +455,9 @@ def main():
                     v_loss = 0.5 * ((newvalue - mb_returns) ** 2).mean()
 
                 entropy_loss = entropy.mean()
-                loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
+                loss = pg_loss + v_loss * args.vf_coef
+                if args.ent_coef != 0:  # skipped at the default 0: no entropy nodes in the backward pass
+                    loss = loss - args.ent_coef * entropy_loss
 
                 optimizer.zero_grad()
                 loss.backward()
