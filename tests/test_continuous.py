@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -83,10 +84,32 @@ def test_written_out_gaussian_matches_torch_distributions(module):
     for grad, param in zip(grads, actor_params):
         torch.testing.assert_close(grad, param.grad)
 
-    with torch.no_grad():  # samples: mean actor_mean(obs), std exp(log std)
-        samples = agent.get_action(torch.zeros(20_000, 5))
-        torch.testing.assert_close(samples.std(0), agent.actor_logstd.exp()[0], rtol=0.03, atol=0)
-        torch.testing.assert_close(samples.mean(0), agent.actor_mean(torch.zeros(5)), rtol=0, atol=0.05)
+
+@pytest.mark.parametrize("module", [ppo_baseline, r2vpo_continuous])
+def test_numpy_actor_samples_from_the_torch_policy(module):
+    torch.manual_seed(0)
+    agent = module.Agent(5, 3)
+    with torch.no_grad():
+        agent.actor_logstd.copy_(torch.tensor([[-0.5, 0.0, 0.7]]))
+        agent.actor_mean[4].weight.mul_(100.0)  # a mean far from 0, so a wrong mean cannot pass
+    sample_action = agent.numpy_actor()
+    obs = np.random.default_rng(1).standard_normal((2, 5)).astype(np.float32)  # (num_envs, obs_dim)
+    with torch.no_grad():
+        torch_mean = agent.actor_mean(torch.from_numpy(obs)).numpy()
+        std = agent.actor_logstd.exp().numpy()
+
+    action = sample_action(obs, np.random.default_rng(7))
+    noise = np.random.default_rng(7).standard_normal((2, 3), dtype=np.float32)
+    assert action.dtype == np.float32 and action.shape == (2, 3)
+    np.testing.assert_allclose(action, torch_mean + std * noise, rtol=1e-5, atol=1e-5)
+    samples = np.concatenate([sample_action(obs[:1], np.random.default_rng(i)) for i in range(2000)])
+    np.testing.assert_allclose(samples.std(0), std[0], rtol=0.1)
+    np.testing.assert_allclose(samples.mean(0), torch_mean[0], atol=0.15)
+
+    with torch.no_grad():  # a copy: later updates of the agent do not leak into this rollout's actor
+        agent.actor_mean[4].bias.add_(1.0)
+    np.testing.assert_array_equal(sample_action(obs, np.random.default_rng(7)), action)
+    np.testing.assert_allclose(agent.numpy_actor()(obs, np.random.default_rng(7)), action + 1.0, rtol=1e-5, atol=1e-5)
 
 
 # ---------------------------------------------------------------- losses
