@@ -2,9 +2,11 @@
 
 In one process, for one task, it measures side by side, in `--repeats` interleaved rounds:
   env-only  steps/s of the scripts' exact vector env + wrapper stack driven by random actions,
-            measured before and after the two training runs of the round (mean of both);
+            measured before and after the training runs of the round (mean of both);
   ppo       steps/s of `ppo_baseline.py`, from its logged rollout and update times;
   r2vpo     the same for `r2vpo_continuous.py`.
+Within a round each script runs twice, in the order A B B A (A B C C B A with --baseline-dir),
+and its two timings are averaged, so a drift of the machine's speed during the round cancels.
 Each training measurement runs the script's own main() for `--warmup-iterations` +
 `--iterations` iterations and keeps only the iterations after the warm-up. Training steps/s is
 num_steps / (rollout time + update time) per iteration, i.e. the whole loop except logging.
@@ -110,13 +112,18 @@ def main():
         scripts.append(("ppo (baseline)", load_script(args.baseline_dir, "ppo_baseline")))
     for repeat in range(args.repeats):
         env_before = env_only_steps_per_second(ppo_baseline.make_vector_env, args.env_id, args.env_steps, repeat)
-        shift = repeat % len(scripts)  # rotate the order from round to round: drift cancels
-        for name, module in scripts[shift:] + scripts[:shift]:
-            rounds[name].append(
+        shift = repeat % len(scripts)  # rotate the order from round to round
+        order = scripts[shift:] + scripts[:shift]
+        pairs = {name: [] for name, _ in scripts}
+        for name, module in order + order[::-1]:  # A B C C B A: a drift linear in time cancels in each pair
+            pairs[name].append(
                 training_timings(
                     module, args.env_id, args.num_steps, args.iterations, args.warmup_iterations, args.torch_threads, repeat
                 )
             )
+        for name, pair in pairs.items():
+            rollout, update = (float(np.mean([timings[i] for timings in pair])) for i in (1, 2))
+            rounds[name].append((args.num_steps / (rollout + update), rollout, update))
         env_after = env_only_steps_per_second(ppo_baseline.make_vector_env, args.env_id, args.env_steps, repeat)
         rounds["env-only"].append(((env_before + env_after) / 2, np.nan, np.nan))  # brackets the training runs
         print(f"round {repeat + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1][0]:.0f} steps/s" for k, v in rounds.items()))
