@@ -195,11 +195,13 @@ class Agent(nn.Module):
         per step (measured in the rollout loop); the same three matmuls in NumPy ~45 us. Log-probs
         of the taken actions still come from the torch actor, in one batched pass after the rollout.
         """
-        linears = [layer for layer in self.actor_mean if isinstance(layer, nn.Linear)]
-        weights = [(layer.weight.detach().cpu().numpy().T.copy(), layer.bias.detach().cpu().numpy().copy()) for layer in linears]
-        std = self.actor_logstd.detach().exp().cpu().numpy().copy()
+        def to_numpy(tensor):  # a copy: the updates that follow cannot change this rollout's policy
+            return tensor.detach().cpu().numpy().copy()
 
-        def sample_action(obs, rng):
+        weights = [(to_numpy(layer.weight.T), to_numpy(layer.bias)) for layer in self.actor_mean if isinstance(layer, nn.Linear)]
+        std = to_numpy(self.actor_logstd.exp())
+
+        def sample_action(obs, rng):  # mirrors actor_mean (Linear, Tanh, Linear, Tanh, Linear): change both
             hidden = obs
             for weight, bias in weights[:-1]:
                 hidden = np.tanh(hidden @ weight + bias)
