@@ -226,7 +226,7 @@ class Agent(nn.Module):
         """A NumPy copy of the current policy, sample_action(obs, rng), to act with in one rollout.
 
         Interleaved with the physics, a torch forward of this small actor costs ~200 us of dispatch
-        per step (measured in the rollout loop); the same three matmuls in NumPy ~45 us. Log-probs
+        per step, the same three matmuls in NumPy ~45 us (benchmark/speed.py --actor-cost). Log-probs
         of the taken actions still come from the torch actor, in one batched pass after the rollout.
         """
         def to_numpy(tensor):  # a copy: the updates that follow cannot change this rollout's policy

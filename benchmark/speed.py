@@ -15,6 +15,7 @@ median over rounds with their range.
 
     python -m benchmark.speed --env-id Hopper-v5
     git worktree add /tmp/old f7cca37 && python -m benchmark.speed --baseline-dir /tmp/old   # speed-up over it
+    python -m benchmark.speed --actor-cost   # the per-step cost of the torch and the NumPy actor
 """
 
 import glob
@@ -55,6 +56,8 @@ class Args:
     """folder holding the two scripts (another checkout, to compare versions side by side)"""
     baseline_dir: str | None = None
     """another checkout (e.g. an older version) whose ppo_baseline.py is measured in the same rounds"""
+    actor_cost: bool = False
+    """instead: time only the choice of each action inside the env loop, torch actor against Agent.numpy_actor"""
 
 
 def load_script(folder, name):
@@ -74,6 +77,33 @@ def env_only_steps_per_second(make_vector_env, env_id, num_steps, seed):
     elapsed = time.perf_counter() - start
     envs.close()
     return num_steps / elapsed
+
+
+def actor_step_costs(module, env_id, num_steps, seed):
+    """Microseconds per step spent choosing the action, timed inside an environment loop (where
+    the physics runs between two calls), for the torch actor (inference mode, one forward and one
+    sample, as the scripts did before) and for the scripts' Agent.numpy_actor()."""
+    envs = module.make_vector_env(env_id, 1, False, "speed", gamma=0.99)
+    agent = module.Agent(envs.single_observation_space.shape[0], envs.single_action_space.shape[0])
+    sample_action, rng = agent.numpy_actor(), np.random.default_rng(seed)
+
+    def torch_action(obs):
+        with torch.inference_mode():
+            action_mean = agent.actor_mean(torch.from_numpy(obs))
+            return (action_mean + agent.actor_logstd.exp() * torch.randn_like(action_mean)).numpy()
+
+    costs = {}
+    for name, act in (("torch", torch_action), ("numpy", lambda obs: sample_action(obs, rng))):
+        obs, _ = envs.reset(seed=seed)
+        spent = 0.0
+        for _ in range(num_steps):
+            start = time.perf_counter()
+            action = act(obs)
+            spent += time.perf_counter() - start
+            obs, *_ = envs.step(action)
+        costs[name] = spent / num_steps * 1e6
+    envs.close()
+    return costs
 
 
 def training_timings(module, env_id, num_steps, iterations, warmup_iterations, torch_threads, seed):
@@ -105,6 +135,12 @@ def main():
     args = tyro.cli(Args)
     torch.set_num_threads(args.torch_threads)
     ppo_baseline, r2vpo_continuous = (load_script(args.scripts_dir, name) for name in ("ppo_baseline", "r2vpo_continuous"))
+    if args.actor_cost:
+        rounds = [actor_step_costs(ppo_baseline, args.env_id, args.num_steps, repeat) for repeat in range(args.repeats)]
+        costs = {name: statistics.median(costs[name] for costs in rounds) for name in ("torch", "numpy")}
+        print(f"{args.env_id}, choosing an action inside the env loop, median of {args.repeats} rounds of "
+              f"{args.num_steps} steps: torch actor {costs['torch']:.0f} us/step, numpy actor {costs['numpy']:.0f} us/step")
+        return
     rounds = {"env-only": [], "ppo": [], "r2vpo": []}
     scripts = [("ppo", ppo_baseline), ("r2vpo", r2vpo_continuous)]
     if args.baseline_dir:

@@ -3,6 +3,7 @@ scripts end to end on Hopper-v5 with tiny budgets, then bad input."""
 
 import glob
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -287,6 +288,16 @@ def test_speed_benchmark_runs_end_to_end(tmp_path):
     for row in ("| env-only |", "| ppo |", "| r2vpo |", "| ppo (baseline) |", "r2vpo / ppo wall time per iteration",
                 "ppo speed-up over"):
         assert row in result.stdout
+
+
+def test_speed_benchmark_actor_cost():
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmark.speed", "--actor-cost", "--num-steps", "64", "--repeats", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    match = re.search(r"torch actor (\d+) us/step, numpy actor (\d+) us/step", result.stdout)
+    assert match and int(match.group(1)) > 0 and int(match.group(2)) > 0, result.stdout
 
 
 def test_capture_video_headless(tmp_path):
