@@ -490,10 +490,12 @@ def main():
             old_approx_kl = (-logratios[-1]).mean()
             approx_kl = ((ratios[-1] - 1) - logratios[-1]).mean()
             clipfracs.append(((ratios - 1.0).abs() > args.clip_coef).float().mean().item())
-            ess = (ratios.mean(1) ** 2 / (ratios**2).mean(1)).mean()  # mean over minibatches
 
             if args.target_kl is not None and approx_kl > args.target_kl:
                 break
+
+        # the last epoch's ratios, the ones logged: ESS averaged over its minibatches
+        ess = (ratios.mean(1) ** 2 / (ratios**2).mean(1)).mean()
 
         update_time = time.time() - iteration_start - rollout_time
         y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()

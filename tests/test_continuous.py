@@ -64,12 +64,18 @@ def test_gae_matches_reference_with_termination_and_truncation(module):
 # ---------------------------------------------------------------- policy
 
 
-@pytest.mark.parametrize("module", [ppo_baseline, r2vpo_continuous])
-def test_written_out_gaussian_matches_torch_distributions(module):
+def agent_with_unequal_stds(module):
+    """A 5-observation, 3-action agent whose action dimensions have different log stds."""
     torch.manual_seed(0)
     agent = module.Agent(5, 3)
     with torch.no_grad():
         agent.actor_logstd.copy_(torch.tensor([[-0.5, 0.0, 0.7]]))
+    return agent
+
+
+@pytest.mark.parametrize("module", [ppo_baseline, r2vpo_continuous])
+def test_written_out_gaussian_matches_torch_distributions(module):
+    agent = agent_with_unequal_stds(module)
     obs, actions = torch.randn(4, 8, 5), torch.randn(4, 8, 3)  # (steps, envs, dim), as after a rollout
     log_prob, entropy = agent.get_logprob_entropy(obs, actions)
     (log_prob.sum() + entropy.sum()).backward()
@@ -88,10 +94,8 @@ def test_written_out_gaussian_matches_torch_distributions(module):
 
 @pytest.mark.parametrize("module", [ppo_baseline, r2vpo_continuous])
 def test_numpy_actor_samples_from_the_torch_policy(module):
-    torch.manual_seed(0)
-    agent = module.Agent(5, 3)
+    agent = agent_with_unequal_stds(module)
     with torch.no_grad():
-        agent.actor_logstd.copy_(torch.tensor([[-0.5, 0.0, 0.7]]))
         agent.actor_mean[4].weight.mul_(100.0)  # a mean far from 0, so a wrong mean cannot pass
     sample_action = agent.numpy_actor()
     obs = np.random.default_rng(1).standard_normal((2, 5)).astype(np.float32)  # (num_envs, obs_dim)
