@@ -141,7 +141,9 @@ def check_args(args: Args) -> None:
             f"{args.batch_size} (= num_envs * num_steps)"
         )
     if args.total_timesteps < args.batch_size:
-        raise SystemExit(f"error: --total-timesteps {args.total_timesteps} is smaller than one rollout ({args.batch_size})")
+        raise SystemExit(
+            f"error: --total-timesteps {args.total_timesteps} is smaller than one rollout ({args.batch_size})"
+        )
     if args.replay_depth < 1:
         raise SystemExit("error: --replay-depth must be >= 1 (1 = on-policy)")
     if args.learning_rate <= 0 or not 0 < args.gamma <= 1 or not 0 <= args.gae_lambda <= 1:
@@ -162,7 +164,9 @@ def make_env(env_id, idx, capture_video, run_name, gamma):
         else:
             env = gym.make(env_id)
         if not isinstance(env.action_space, gym.spaces.Box):
-            raise SystemExit(f"error: {env_id} has {env.action_space} actions; this script needs continuous (Box) actions")
+            raise SystemExit(
+                f"error: {env_id} has {env.action_space} actions; this script needs continuous (Box) actions"
+            )
         env = gym.wrappers.FlattenObservation(env)  # deal with dm_control's Dict observation space
         env = gym.wrappers.RecordEpisodeStatistics(env)
         env = gym.wrappers.ClipAction(env)
@@ -229,10 +233,15 @@ class Agent(nn.Module):
         per step, the same three matmuls in NumPy ~45 us (benchmark/speed.py --actor-cost). Log-probs
         of the taken actions still come from the torch actor, in one batched pass after the rollout.
         """
+
         def to_numpy(tensor):  # a copy: the updates that follow cannot change this rollout's policy
             return tensor.detach().cpu().numpy().copy()
 
-        weights = [(to_numpy(layer.weight.T), to_numpy(layer.bias)) for layer in self.actor_mean if isinstance(layer, nn.Linear)]
+        weights = [
+            (to_numpy(layer.weight.T), to_numpy(layer.bias))
+            for layer in self.actor_mean
+            if isinstance(layer, nn.Linear)
+        ]
         std = to_numpy(self.actor_logstd.exp())
 
         def sample_action(obs, rng):  # mirrors actor_mean (Linear, Tanh, Linear, Tanh, Linear): change both
@@ -408,7 +417,9 @@ def main():
                     writer.add_scalar("charts/episodic_length", episode["l"][i], global_step)
 
         rollout_time = time.time() - iteration_start
-        rollout = tuple(torch.tensor(x, device=device) for x in (obs, next_obs_buf, actions, rewards, terminations, dones))
+        rollout = tuple(
+            torch.tensor(x, device=device) for x in (obs, next_obs_buf, actions, rewards, terminations, dones)
+        )
         with torch.no_grad():  # behaviour log-probs of all steps in one batched pass, not one per step
             behavior_logprobs, _ = agent.get_logprob_entropy(rollout[0], rollout[2])  # (obs, actions)
         replay.append(rollout + (behavior_logprobs,))
@@ -479,7 +490,9 @@ def main():
                 loss.backward()
                 nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm, foreach=True)
                 optimizer.step()
-                lagrange_multiplier = dual_update(lagrange_multiplier, ratio_variance, args.delta, args.lambda_lr, args.lambda_max)
+                lagrange_multiplier = dual_update(
+                    lagrange_multiplier, ratio_variance, args.delta, args.lambda_lr, args.lambda_max
+                )
                 lagrange_multipliers.append(lagrange_multiplier)
 
             # Diagnostics from the epoch's stacked log-ratios: a few ops per epoch, not a dozen small

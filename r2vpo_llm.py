@@ -67,7 +67,7 @@ import resource
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal
 
 import numpy as np
 import torch
@@ -94,13 +94,13 @@ class Args:
     """"smollm2" (offline SmolLM2-135M-Instruct), "tiny-random" (1M-parameter test model), or a hub id / folder"""
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     """weights dtype; auto: bfloat16 on GPU, float32 on CPU"""
-    dataset: Optional[str] = None
+    dataset: str | None = None
     """GSM8K-format data: local .jsonl/.json/.parquet or a hub name; None: built-in arithmetic"""
-    dataset_config: Optional[str] = None
+    dataset_config: str | None = None
     """hub dataset config name (openai/gsm8k needs "main")"""
     arithmetic_max_digits: int = 2
     """built-in task: operands have 1 to this many digits, digit counts drawn uniformly"""
-    system_prompt: Optional[str] = None
+    system_prompt: str | None = None
     """system message; None: the task's default"""
     num_eval_prompts: int = 128
     """size of the fixed held-out set (greedy accuracy)"""
@@ -170,34 +170,59 @@ def check_args(args: Args) -> None:
     fresh_completions = round(fresh) * args.group_size
     batch_completions = args.prompts_per_iteration * args.group_size
     checks = [
-        (args.group_size >= 2, f"--group-size must be >= 2 (got {args.group_size}): advantages are relative to the group"),
+        (
+            args.group_size >= 2,
+            f"--group-size must be >= 2 (got {args.group_size}): advantages are relative to the group",
+        ),
         (args.max_new_tokens >= 1, f"--max-new-tokens must be >= 1 (got {args.max_new_tokens})"),
-        (args.prompts_per_iteration >= 1 and args.num_iterations >= 0,
-         "need --prompts-per-iteration >= 1 and --num-iterations >= 0"),
+        (
+            args.prompts_per_iteration >= 1 and args.num_iterations >= 0,
+            "need --prompts-per-iteration >= 1 and --num-iterations >= 0",
+        ),
         (args.delta > 0, f"--delta must be > 0 (got {args.delta})"),
-        (0 <= args.lambda_init <= args.lambda_max and args.lambda_lr >= 0,
-         "need 0 <= --lambda-init <= --lambda-max and --lambda-lr >= 0"),
+        (
+            0 <= args.lambda_init <= args.lambda_max and args.lambda_lr >= 0,
+            "need 0 <= --lambda-init <= --lambda-max and --lambda-lr >= 0",
+        ),
         (0 < args.fresh_fraction <= 1, f"--fresh-fraction must be in (0, 1] (got {args.fresh_fraction})"),
         (args.replay_depth >= 1, f"--replay-depth must be >= 1 (got {args.replay_depth})"),
-        (args.replay_depth > 1 or args.fresh_fraction == 1,
-         "--fresh-fraction < 1 needs --replay-depth >= 2 (nothing to replay)"),
-        (abs(fresh - round(fresh)) < 1e-9 and round(fresh) >= 1,
-         f"--prompts-per-iteration x --fresh-fraction = {fresh:g} must be a whole number >= 1"),
-        ((args.replay_depth - 1) * round(fresh) >= args.prompts_per_iteration - round(fresh),
-         "--replay-depth too small: the previous K-1 batches cannot fill the replayed share of a training batch"),
-        (args.minibatch_size >= 1 and fresh_completions % args.minibatch_size == 0 == batch_completions % args.minibatch_size,
-         f"--minibatch-size {args.minibatch_size} must divide the fresh ({fresh_completions}) and all ({batch_completions}) "
-         "completions of a training batch"),
-        (args.generation_batch_size >= 1 and args.update_epochs >= 1,
-         "need --generation-batch-size >= 1 and --update-epochs >= 1"),
-        (args.learning_rate > 0 and args.temperature > 0 and args.kl_coef >= 0,
-         "need --learning-rate > 0, --temperature > 0 and --kl-coef >= 0"),
+        (
+            args.replay_depth > 1 or args.fresh_fraction == 1,
+            "--fresh-fraction < 1 needs --replay-depth >= 2 (nothing to replay)",
+        ),
+        (
+            abs(fresh - round(fresh)) < 1e-9 and round(fresh) >= 1,
+            f"--prompts-per-iteration x --fresh-fraction = {fresh:g} must be a whole number >= 1",
+        ),
+        (
+            (args.replay_depth - 1) * round(fresh) >= args.prompts_per_iteration - round(fresh),
+            "--replay-depth too small: the previous K-1 batches cannot fill the replayed share of a training batch",
+        ),
+        (
+            args.minibatch_size >= 1
+            and fresh_completions % args.minibatch_size == 0 == batch_completions % args.minibatch_size,
+            f"--minibatch-size {args.minibatch_size} must divide the fresh ({fresh_completions}) and all ({batch_completions}) "
+            "completions of a training batch",
+        ),
+        (
+            args.generation_batch_size >= 1 and args.update_epochs >= 1,
+            "need --generation-batch-size >= 1 and --update-epochs >= 1",
+        ),
+        (
+            args.learning_rate > 0 and args.temperature > 0 and args.kl_coef >= 0,
+            "need --learning-rate > 0, --temperature > 0 and --kl-coef >= 0",
+        ),
         (0 <= args.clip_low < 1 and args.clip_high >= 0, "need 0 <= --clip-low < 1 and --clip-high >= 0"),
-        (min(args.num_eval_prompts, args.eval_every) >= 0 and args.arithmetic_max_digits >= 1,
-         "need --num-eval-prompts >= 0, --eval-every >= 0 and --arithmetic-max-digits >= 1"),
-        (args.loss in ("r2vpo", "clip") and args.ratio_level in ("token", "sequence")
-         and args.variance_center in ("mean", "one"),
-         "unknown --loss, --ratio-level or --variance-center"),
+        (
+            min(args.num_eval_prompts, args.eval_every) >= 0 and args.arithmetic_max_digits >= 1,
+            "need --num-eval-prompts >= 0, --eval-every >= 0 and --arithmetic-max-digits >= 1",
+        ),
+        (
+            args.loss in ("r2vpo", "clip")
+            and args.ratio_level in ("token", "sequence")
+            and args.variance_center in ("mean", "one"),
+            "unknown --loss, --ratio-level or --variance-center",
+        ),
     ]
     for ok, message in checks:
         if not ok:
@@ -209,7 +234,7 @@ NUMBER = re.compile(r"(?<![\w.])[-+\u2212]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|
 FRACTION = re.compile(r"\\[dt]?frac\{([^{}]*)\}\{([^{}]*)\}|(?<![\w.])([-\u2212]?\d+)\s*/\s*(\d+)(?![\w.])")
 
 
-def parse_number(text: str) -> Optional[float]:
+def parse_number(text: str) -> float | None:
     """The last number in `text`: thousands commas, signs (also U+2212) and decimals handled."""
     matches = NUMBER.findall(text)
     if not matches:
@@ -217,7 +242,7 @@ def parse_number(text: str) -> Optional[float]:
     return float(matches[-1].replace(",", "").replace("\u2212", "-"))
 
 
-def last_boxed(text: str) -> Optional[str]:
+def last_boxed(text: str) -> str | None:
     """Content of the last \\boxed{...} (nested braces allowed), or None."""
     start = text.rfind("\\boxed")
     if start < 0 or "{" not in text[start:]:
@@ -230,7 +255,7 @@ def last_boxed(text: str) -> Optional[str]:
     return None
 
 
-def extract_answer(text: str) -> Optional[float]:
+def extract_answer(text: str) -> float | None:
     """The final answer as a float, or None: number after the last "####", else inside the last
     \\boxed{} (a simple fraction a/b or \\frac{a}{b} is divided out), else the last number."""
     if not isinstance(text, str):
@@ -264,7 +289,9 @@ MATH_SYSTEM_PROMPT = "Solve the problem step by step. Give the final answer on t
 def arithmetic_problem(rng: random.Random, max_digits: int) -> dict:
     # Digit counts first, so 1+1-digit sums (which the default model mostly solves) are not drowned
     # out by the many more 2+2-digit pairs: the mix gives groups with mixed rewards.
-    operands = [rng.randint(0 if d == 1 else 10 ** (d - 1), 10**d - 1) for d in (rng.randint(1, max_digits) for _ in "ab")]
+    operands = [
+        rng.randint(0 if d == 1 else 10 ** (d - 1), 10**d - 1) for d in (rng.randint(1, max_digits) for _ in "ab")
+    ]
     equation = f"{operands[0]} + {operands[1]} ="
     # The assistant turn is pre-filled with the equation (ENVIRONMENT.md: answer-only prompts without
     # it give this model almost no reward signal in a few tokens).
@@ -282,7 +309,9 @@ def arithmetic_problems(num_eval: int, max_digits: int, num_train: int = 20000):
         if problem["question"] not in seen:
             seen.add(problem["question"])
             eval_problems.append(problem)
-    train_problems = [p for p in (arithmetic_problem(rng, max_digits) for _ in range(num_train)) if p["question"] not in seen]
+    train_problems = [
+        p for p in (arithmetic_problem(rng, max_digits) for _ in range(num_train)) if p["question"] not in seen
+    ]
     return train_problems, eval_problems
 
 
@@ -302,7 +331,9 @@ def read_local_rows(path: str) -> list:
         try:
             import pandas
         except ImportError:
-            raise SystemExit("error: reading .parquet needs pandas and pyarrow (pip install pandas pyarrow), or use .jsonl")
+            raise SystemExit(
+                "error: reading .parquet needs pandas and pyarrow (pip install pandas pyarrow), or use .jsonl"
+            ) from None
         return pandas.read_parquet(path).to_dict("records")
     with open(path) as file:
         if path.endswith(".json"):
@@ -317,7 +348,9 @@ def load_problems(args: Args):
     if os.path.exists(args.dataset):
         problems = rows_to_problems(read_local_rows(args.dataset), args.dataset)
         if len(problems) < 2:
-            raise SystemExit(f"error: dataset {args.dataset} has {len(problems)} usable rows, need >= 2 (train and held out)")
+            raise SystemExit(
+                f"error: dataset {args.dataset} has {len(problems)} usable rows, need >= 2 (train and held out)"
+            )
         # Fixed held-out split: a seed-0 shuffle, at most half of the rows.
         random.Random(0).shuffle(problems)
         num_eval = min(args.num_eval_prompts, len(problems) // 2)
@@ -327,13 +360,17 @@ def load_problems(args: Args):
     try:
         import datasets
     except ImportError:
-        raise SystemExit(f"error: --dataset {args.dataset} looks like a hub name; loading it needs `pip install datasets`")
+        raise SystemExit(
+            f"error: --dataset {args.dataset} looks like a hub name; loading it needs `pip install datasets`"
+        ) from None
     hub = datasets.load_dataset(args.dataset, args.dataset_config)
     train_problems = rows_to_problems(hub["train"], args.dataset)
     if not train_problems:
         raise SystemExit(f"error: dataset {args.dataset} has no usable rows")
     eval_split = "test" if "test" in hub else None
-    eval_problems = rows_to_problems(hub[eval_split], args.dataset) if eval_split else train_problems[-args.num_eval_prompts :]
+    eval_problems = (
+        rows_to_problems(hub[eval_split], args.dataset) if eval_split else train_problems[-args.num_eval_prompts :]
+    )
     if eval_split is None:
         train_problems = train_problems[: -args.num_eval_prompts] or train_problems
     return train_problems, eval_problems[: args.num_eval_prompts]
@@ -357,8 +394,16 @@ def tiny_random_model_and_tokenizer(seed: int):
         "{% if add_generation_prompt %}<s>assistant\n{% endif %}"
     )
     config = LlamaConfig(
-        vocab_size=len(vocab), hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=1024, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+        vocab_size=len(vocab),
+        hidden_size=128,
+        intermediate_size=512,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
         tie_word_embeddings=True,
     )
     torch.manual_seed(seed)
@@ -392,7 +437,7 @@ def load_model_and_tokenizer(name_or_path: str, dtype: torch.dtype, seed: int):
         model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype)
     except Exception as error:  # hub errors are long; one line is enough to see what went wrong
         first_line = (str(error).splitlines() or [""])[0]
-        raise SystemExit(f"error: cannot load model {name_or_path}: {type(error).__name__}: {first_line}")
+        raise SystemExit(f"error: cannot load model {name_or_path}: {type(error).__name__}: {first_line}") from None
     return model, tokenizer
 
 
@@ -447,8 +492,12 @@ def generate(model, prompts, group_size, eos_token_ids, pad_token_id, max_new_to
     kept so the policy also learns when to stop."""
     from transformers import GenerationConfig
 
-    sampling = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if temperature else dict(do_sample=False)
-    config = GenerationConfig(max_new_tokens=max_new_tokens, pad_token_id=pad_token_id, eos_token_id=eos_token_ids, **sampling)
+    sampling = (
+        dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if temperature else dict(do_sample=False)
+    )
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens, pad_token_id=pad_token_id, eos_token_id=eos_token_ids, **sampling
+    )
     device, completions = next(model.parameters()).device, []
     model.eval()
     prompts_per_call = max(1, batch_size // group_size)
@@ -508,8 +557,11 @@ def completion_logprobs(model, batch, temperature: float) -> torch.Tensor:
     Mathematically the same as one forward pass over prompt + completion; G times less prompt work."""
     prompt_mask, index, completion_ids = batch["prompt_mask"], batch["prompt_index"], batch["completion_ids"]
     prompt = model(
-        input_ids=batch["prompt_ids"], attention_mask=prompt_mask, position_ids=positions(prompt_mask),
-        use_cache=True, logits_to_keep=1,
+        input_ids=batch["prompt_ids"],
+        attention_mask=prompt_mask,
+        position_ids=positions(prompt_mask),
+        use_cache=True,
+        logits_to_keep=1,
     )
     logits = prompt.logits[index]
     if completion_ids.shape[1] > 1:
@@ -519,7 +571,10 @@ def completion_logprobs(model, batch, temperature: float) -> torch.Tensor:
         offsets = torch.arange(completion_ids.shape[1] - 1, device=index.device)
         position_ids = prompt_mask.sum(-1, keepdim=True)[index] + offsets  # completions continue their prompt
         rest = model(
-            input_ids=completion_ids[:, :-1], attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
+            input_ids=completion_ids[:, :-1],
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=True,
             **{cache_key(model): cache},
         )
         logits = torch.cat([logits, rest.logits], dim=1)
@@ -646,15 +701,19 @@ def main():
             module.p = 0.0
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    eos_token_ids = sorted({tokenizer.eos_token_id} | set(np.atleast_1d(model.generation_config.eos_token_id or []).tolist()))
+    eos_token_ids = sorted(
+        {tokenizer.eos_token_id} | set(np.atleast_1d(model.generation_config.eos_token_id or []).tolist())
+    )
     reference_model = None
     if args.kl_coef > 0:
         import copy
 
         reference_model = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.0)
-    print(f"{run_name}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, {dtype}, {device}, "
-          f"{len(train_problems)} training / {len(eval_problems)} held-out problems")
+    print(
+        f"{run_name}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, {dtype}, {device}, "
+        f"{len(train_problems)} training / {len(eval_problems)} held-out problems"
+    )
 
     writer = SummaryWriter(f"runs/{run_name}")
     writer.add_text(
@@ -692,8 +751,14 @@ def main():
             cursor += 1
         prompts = [prompt_ids(tokenizer, p, system_prompt) for p in problems]
         completions = generate(
-            model, prompts, args.group_size, eos_token_ids, tokenizer.pad_token_id, args.max_new_tokens,
-            args.generation_batch_size, args.temperature,
+            model,
+            prompts,
+            args.group_size,
+            eos_token_ids,
+            tokenizer.pad_token_id,
+            args.max_new_tokens,
+            args.generation_batch_size,
+            args.temperature,
         )
         generation_time = time.time() - iteration_start
         texts = tokenizer.batch_decode(completions, skip_special_tokens=True)
@@ -701,8 +766,13 @@ def main():
         rewards = torch.tensor([float(is_correct(text, answer)) for text, answer in zip(texts, answers)])
         advantages = group_advantages(rewards, args.group_size, args.scale_advantages_by_std)
         samples = [
-            {"group": (iteration, k // args.group_size), "prompt_ids": prompts[k // args.group_size], "completion_ids": c,
-             "advantage": a.item(), "version": iteration}
+            {
+                "group": (iteration, k // args.group_size),
+                "prompt_ids": prompts[k // args.group_size],
+                "completion_ids": c,
+                "advantage": a.item(),
+                "version": iteration,
+            }
             for k, (c, a) in enumerate(zip(completions, advantages))
         ]
         # Behaviour log-probs: a forward pass of the policy that generated the samples, not the sampler's
@@ -712,7 +782,9 @@ def main():
                 chunk = samples[start : start + args.minibatch_size]
                 batch = collate(chunk, tokenizer.pad_token_id, device)
                 logprobs = completion_logprobs(model, batch, args.temperature).cpu()
-                reference = completion_logprobs(reference_model, batch, args.temperature).cpu() if reference_model else None
+                reference = (
+                    completion_logprobs(reference_model, batch, args.temperature).cpu() if reference_model else None
+                )
                 for row, sample in enumerate(chunk):
                     n = len(sample["completion_ids"])
                     sample["behavior_logprobs"] = logprobs[row, :n]
@@ -741,12 +813,22 @@ def main():
                 new_logprobs = completion_logprobs(model, batch, args.temperature)
                 if args.loss == "clip":
                     policy_loss = clip_policy_loss(
-                        new_logprobs, batch["behavior_logprobs"], batch["advantages"], mask, args.clip_low, args.clip_high
+                        new_logprobs,
+                        batch["behavior_logprobs"],
+                        batch["advantages"],
+                        mask,
+                        args.clip_low,
+                        args.clip_high,
                     )
                 else:
                     policy_loss, ratio_variance = r2vpo_policy_loss(
-                        new_logprobs, batch["behavior_logprobs"], batch["advantages"], mask,
-                        lagrange_multiplier, args.ratio_level, args.variance_center,
+                        new_logprobs,
+                        batch["behavior_logprobs"],
+                        batch["advantages"],
+                        mask,
+                        lagrange_multiplier,
+                        args.ratio_level,
+                        args.variance_center,
                     )
                 loss = policy_loss
                 if reference_model is not None:  # k3 estimator of KL(pi || pi_ref), always >= 0

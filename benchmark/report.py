@@ -152,20 +152,29 @@ def header_line(suite: str, results: list[dict]) -> str:
 
 
 def control_rows(groups) -> tuple[list[str], list[list[str]]]:
-    columns = ["Task", "Setting", "Final return (last 10% of episodes)", "Eval return (deterministic)", "AUC (mean return over training)", "Seeds"]
+    columns = [
+        "Task",
+        "Setting",
+        "Final return (last 10% of episodes)",
+        "Eval return (deterministic)",
+        "AUC (mean return over training)",
+        "Seeds",
+    ]
     rows = []
     for task, settings in groups.items():
         budget = task_budget([r for runs in settings.values() for r in runs], lambda r: r["curve"])
         for setting, runs in settings.items():
             with_curve = [r for r in runs if r["curve"]]
-            rows.append([
-                task,
-                setting,
-                mean_std([final_return(r["curve"]) for r in with_curve]),
-                mean_std([r.get("eval_mean") for r in runs]),
-                mean_std([float(binned_curve(r["curve"], budget).mean()) for r in with_curve]),
-                str(len(runs)),
-            ])
+            rows.append(
+                [
+                    task,
+                    setting,
+                    mean_std([final_return(r["curve"]) for r in with_curve]),
+                    mean_std([r.get("eval_mean") for r in runs]),
+                    mean_std([float(binned_curve(r["curve"], budget).mean()) for r in with_curve]),
+                    str(len(runs)),
+                ]
+            )
     return columns, rows
 
 
@@ -177,7 +186,9 @@ def llm_rows(groups, tags: list[str]) -> tuple[list[str], list[list[str]]]:
             row = [task, setting]
             for tag in tags:
                 curves = [r["scalars"][tag] for r in runs if r.get("scalars", {}).get(tag)]
-                budget = task_budget([r for rs in settings.values() for r in rs], lambda r: r.get("scalars", {}).get(tag, []))
+                budget = task_budget(
+                    [r for rs in settings.values() for r in rs], lambda r, tag=tag: r.get("scalars", {}).get(tag, [])
+                )
                 row.append(mean_std_fraction([curve[-1][1] for curve in curves]))
                 row.append(mean_std_fraction([float(binned_curve(curve, budget).mean()) for curve in curves]))
             rows.append(row + [str(len(runs))])
@@ -196,7 +207,9 @@ def build_table(suite: str, results: list[dict]) -> str:
     kind = results[0].get("kind", "control")
     if kind == "llm":
         columns, rows = llm_rows(groups, llm_tags(results))
-        note = "final = last evaluation; AUC = mean over 100 equal bins of completions generated; mean ± std over seeds."
+        note = (
+            "final = last evaluation; AUC = mean over 100 equal bins of completions generated; mean ± std over seeds."
+        )
     else:
         columns, rows = control_rows(groups)
         note = (
@@ -252,7 +265,9 @@ def write_plots(suite: str, suite_dir: Path, results: list[dict]) -> list[Path]:
         for task, settings in groups.items():
             for tag in tags:
                 curves = {s: [r["scalars"].get(tag, []) for r in runs] for s, runs in settings.items()}
-                budget = task_budget([r for rs in settings.values() for r in rs], lambda r: r["scalars"].get(tag, []))
+                budget = task_budget(
+                    [r for rs in settings.values() for r in rs], lambda r, tag=tag: r["scalars"].get(tag, [])
+                )
                 path = suite_dir / f"{safe_name(task)}__{safe_name(tag)}.png"
                 plot_curves(path, f"{suite}: {task}", "completions generated", tag, curves, budget)
                 paths.append(path)

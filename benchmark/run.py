@@ -276,8 +276,14 @@ class ChildProcesses:
 
 
 def execute_run(
-    run: Run, results_root: Path, work_root: Path, time_limit: float, python: str, git: tuple[str, bool],
-    children: ChildProcesses, runner_command: str | None = None,
+    run: Run,
+    results_root: Path,
+    work_root: Path,
+    time_limit: float,
+    python: str,
+    git: tuple[str, bool],
+    children: ChildProcesses,
+    runner_command: str | None = None,
 ) -> dict | None:
     """Run one training script to the end, then write and return its result (None if interrupted)."""
     work_dir = work_root / run.suite / run.run_id
@@ -290,8 +296,13 @@ def execute_run(
             if children.stopping.is_set():
                 return None
             process = subprocess.Popen(
-                run.argv(python), cwd=work_dir, env=child_environment(threads), stdout=stdout, stderr=stderr,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                run.argv(python),
+                cwd=work_dir,
+                env=child_environment(threads),
+                stdout=stdout,
+                stderr=stderr,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
             children.processes.add(process)
         try:
@@ -356,8 +367,14 @@ def raise_keyboard_interrupt(signum, frame):
 
 
 def run_all(
-    runs: list[Run], results_root: Path, work_root: Path, workers: int, time_limit: float = 0.0,
-    python: str = sys.executable, log=print, runner_command: str | None = None,
+    runs: list[Run],
+    results_root: Path,
+    work_root: Path,
+    workers: int,
+    time_limit: float = 0.0,
+    python: str = sys.executable,
+    log=print,
+    runner_command: str | None = None,
 ) -> list[dict]:
     """Run `runs` with `workers` in parallel; returns the results written (interrupted runs excluded).
 
@@ -447,7 +464,9 @@ def main(args: Args) -> int:
 
     for run, state in plan:
         if state == "reuse":
-            write_result(result_path(results_root, run.suite, run.run_id), reusable_result(run, results_root, suite.reuse_from))
+            write_result(
+                result_path(results_root, run.suite, run.run_id), reusable_result(run, results_root, suite.reuse_from)
+            )
     pending = [run for run, state in plan if state == "pending"]
     cpus = os.cpu_count() or 1
     workers = args.workers or max(1, cpus // (suite.threads_per_run or cpus))
@@ -463,7 +482,10 @@ def main(args: Args) -> int:
     except KeyboardInterrupt:
         return 130  # the finished runs have their result files; run the same command again to resume
     not_ok = [result["run_id"] for result in results if result["status"] != "ok"]
-    print(f"finished: {len(results) - len(not_ok)} ok, {len(not_ok)} not ok" + (f": {', '.join(not_ok)}" if not_ok else ""))
+    print(
+        f"finished: {len(results) - len(not_ok)} ok, {len(not_ok)} not ok"
+        + (f": {', '.join(not_ok)}" if not_ok else "")
+    )
     print(f"results in {results_root / suite.name}; table: python -m benchmark.report --suite {suite.name}")
     return 1 if not_ok else 0
 

@@ -60,7 +60,10 @@ class Args:
 
 def resolve_commit(revision: str) -> str:
     result = subprocess.run(
-        ["git", "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}"], cwd=REPO_ROOT, capture_output=True, text=True
+        ["git", "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
     )
     if result.returncode != 0:
         raise SystemExit(f"error: {revision!r} is not a commit of this repository")
@@ -85,8 +88,15 @@ def plan_runs(script_paths: dict[str, Path], script: str, env_id: str, seeds, to
     return [
         Run(
             run_id=f"{stem}__{commit[:7]}__{env_id}__s{seed}",
-            suite=SUITE, kind="control", task=env_id, method=stem, setting=commit[:7], seed=seed, flags=(),
-            total_timesteps=total_timesteps, script=str(path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path),
+            suite=SUITE,
+            kind="control",
+            task=env_id,
+            method=stem,
+            setting=commit[:7],
+            seed=seed,
+            flags=(),
+            total_timesteps=total_timesteps,
+            script=str(path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path),
             script_args=("--env-id", env_id, "--seed", str(seed), "--total-timesteps", str(total_timesteps)),
             threads=1,
         )
@@ -161,7 +171,10 @@ def main(args: Args) -> int:
         f"--env-id {args.env_id} --total-timesteps {args.total_timesteps} --seeds {' '.join(map(str, args.seeds))}"
     )
     pending = [run for run in runs if not is_finished(run, results_root)]
-    print(f"{len(runs)} runs, {len(runs) - len(pending)} done, {len(pending)} to run with {args.workers} workers", flush=True)
+    print(
+        f"{len(runs)} runs, {len(runs) - len(pending)} done, {len(pending)} to run with {args.workers} workers",
+        flush=True,
+    )
     try:
         run_all(pending, results_root, work_root, args.workers, runner_command=command)
     except KeyboardInterrupt:
@@ -175,9 +188,14 @@ def main(args: Args) -> int:
     labels = (f"before {commits[0][:7]}", f"after {commits[1][:7]}")
     header = f"{args.script} on {args.env_id}, {args.total_timesteps} steps per run\ncommand: {command}\n\n"
     table = header + comparison_table(results[:half], results[half:], labels, args.total_timesteps)
-    table_path = results_root / SUITE / f"{Path(args.script).stem}__{args.env_id}__{commits[0][:7]}_vs_{commits[1][:7]}.md"
+    table_path = (
+        results_root / SUITE / f"{Path(args.script).stem}__{args.env_id}__{commits[0][:7]}_vs_{commits[1][:7]}.md"
+    )
     table_path.write_text(table)
-    print(table + f"written to {table_path.relative_to(REPO_ROOT) if table_path.is_relative_to(REPO_ROOT) else table_path}")
+    print(
+        table
+        + f"written to {table_path.relative_to(REPO_ROOT) if table_path.is_relative_to(REPO_ROOT) else table_path}"
+    )
     return 0
 
 

@@ -108,9 +108,21 @@ def actor_step_costs(module, env_id, num_steps, seed):
 
 def training_timings(module, env_id, num_steps, iterations, warmup_iterations, torch_threads, seed):
     """Run module.main() in a scratch folder; return (steps/s, rollout s/iter, update s/iter)."""
-    argv = [module.__file__, "--env-id", env_id, "--seed", str(seed), "--num-steps", str(num_steps),
-            "--total-timesteps", str(num_steps * (iterations + warmup_iterations)),
-            "--torch-threads", str(torch_threads), "--num-minibatches", str(min(32, num_steps))]
+    argv = [
+        module.__file__,
+        "--env-id",
+        env_id,
+        "--seed",
+        str(seed),
+        "--num-steps",
+        str(num_steps),
+        "--total-timesteps",
+        str(num_steps * (iterations + warmup_iterations)),
+        "--torch-threads",
+        str(torch_threads),
+        "--num-minibatches",
+        str(min(32, num_steps)),
+    ]
     cwd = os.getcwd()
     with tempfile.TemporaryDirectory() as scratch:
         os.chdir(scratch)
@@ -134,12 +146,16 @@ def training_timings(module, env_id, num_steps, iterations, warmup_iterations, t
 def main():
     args = tyro.cli(Args)
     torch.set_num_threads(args.torch_threads)
-    ppo_baseline, r2vpo_continuous = (load_script(args.scripts_dir, name) for name in ("ppo_baseline", "r2vpo_continuous"))
+    ppo_baseline, r2vpo_continuous = (
+        load_script(args.scripts_dir, name) for name in ("ppo_baseline", "r2vpo_continuous")
+    )
     if args.actor_cost:
         rounds = [actor_step_costs(ppo_baseline, args.env_id, args.num_steps, repeat) for repeat in range(args.repeats)]
         costs = {name: statistics.median(costs[name] for costs in rounds) for name in ("torch", "numpy")}
-        print(f"{args.env_id}, choosing an action inside the env loop, median of {args.repeats} rounds of "
-              f"{args.num_steps} steps: torch actor {costs['torch']:.0f} us/step, numpy actor {costs['numpy']:.0f} us/step")
+        print(
+            f"{args.env_id}, choosing an action inside the env loop, median of {args.repeats} rounds of "
+            f"{args.num_steps} steps: torch actor {costs['torch']:.0f} us/step, numpy actor {costs['numpy']:.0f} us/step"
+        )
         return
     rounds = {"env-only": [], "ppo": [], "r2vpo": []}
     scripts = [("ppo", ppo_baseline), ("r2vpo", r2vpo_continuous)]
@@ -154,7 +170,13 @@ def main():
         for name, module in order + order[::-1]:  # A B C C B A: a drift linear in time cancels in each pair
             pairs[name].append(
                 training_timings(
-                    module, args.env_id, args.num_steps, args.iterations, args.warmup_iterations, args.torch_threads, repeat
+                    module,
+                    args.env_id,
+                    args.num_steps,
+                    args.iterations,
+                    args.warmup_iterations,
+                    args.torch_threads,
+                    repeat,
                 )
             )
         for name, pair in pairs.items():
@@ -162,26 +184,37 @@ def main():
             rounds[name].append((args.num_steps / (rollout + update), rollout, update))
         env_after = env_only_steps_per_second(ppo_baseline.make_vector_env, args.env_id, args.env_steps, repeat)
         rounds["env-only"].append(((env_before + env_after) / 2, np.nan, np.nan))  # brackets the training runs
-        print(f"round {repeat + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1][0]:.0f} steps/s" for k, v in rounds.items()))
+        print(
+            f"round {repeat + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1][0]:.0f} steps/s" for k, v in rounds.items())
+        )
 
     # Ratios are taken within a round (measurements minutes apart on a shared machine differ by
     # more than the code does), then the median over rounds, with the range over rounds.
     env_sps = [sps for sps, _, _ in rounds["env-only"]]
-    print(f"\n{args.env_id}, median of {args.repeats} rounds, {args.iterations} timed iterations of {args.num_steps} steps, "
-          f"{args.torch_threads} torch thread(s)\n")
+    print(
+        f"\n{args.env_id}, median of {args.repeats} rounds, {args.iterations} timed iterations of {args.num_steps} steps, "
+        f"{args.torch_threads} torch thread(s)\n"
+    )
     print("| loop | steps/s | / env-only (range) | rollout s/iter | update s/iter |")
     print("|---|---|---|---|---|")
     for name, runs in rounds.items():
         sps, rollout, update = (statistics.median(values[i] for values in runs) for i in range(3))
         fractions = [values[0] / env for values, env in zip(runs, env_sps)]
         timings = "| - | - |" if name == "env-only" else f"| {rollout:.2f} | {update:.2f} |"
-        print(f"| {name} | {sps:.0f} | {statistics.median(fractions):.2f} ({min(fractions):.2f}-{max(fractions):.2f}) {timings}")
+        print(
+            f"| {name} | {sps:.0f} | {statistics.median(fractions):.2f} ({min(fractions):.2f}-{max(fractions):.2f}) {timings}"
+        )
     ratios = [ppo[0] / r2vpo[0] for ppo, r2vpo in zip(rounds["ppo"], rounds["r2vpo"])]
-    print(f"\nr2vpo / ppo wall time per iteration: {statistics.median(ratios):.3f} (range {min(ratios):.3f}-{max(ratios):.3f})")
+    print(
+        f"\nr2vpo / ppo wall time per iteration: {statistics.median(ratios):.3f} (range {min(ratios):.3f}-{max(ratios):.3f})"
+    )
     if args.baseline_dir:
         speedups = [ppo[0] / old[0] for ppo, old in zip(rounds["ppo"], rounds["ppo (baseline)"])]
-        print(f"ppo speed-up over {args.baseline_dir}: {statistics.median(speedups):.2f}x "
-              f"(range {min(speedups):.2f}-{max(speedups):.2f})")
+        print(
+            f"ppo speed-up over {args.baseline_dir}: {statistics.median(speedups):.2f}x "
+            f"(range {min(speedups):.2f}-{max(speedups):.2f})"
+        )
+
 
 if __name__ == "__main__":
     main()

@@ -63,7 +63,13 @@ R2VPO = Setting("r2vpo", "r2vpo", "r2vpo_continuous.py")
 
 DENSE_TASKS = ("Hopper-v5", "Walker2d-v5", "HalfCheetah-v5", "Ant-v5", "Humanoid-v5")
 # The variants live in benchmark/envs.py; "benchmark.envs:Id" makes gymnasium import that module.
-VARIANT_TASKS = ("SparseHopper-v5", "SparseWalker2d-v5", "SparseHalfCheetah-v5", "DynamicHopper-v5", "DynamicWalker2d-v5")
+VARIANT_TASKS = (
+    "SparseHopper-v5",
+    "SparseWalker2d-v5",
+    "SparseHalfCheetah-v5",
+    "DynamicHopper-v5",
+    "DynamicWalker2d-v5",
+)
 
 
 def control_task(env_id: str) -> Task:
@@ -81,7 +87,12 @@ CONTROL_EVAL_FLAGS = ("--save-model", "--eval-episodes", "10")
 SWEEP_DELTAS = (0.01, 0.02, 0.05)
 SWEEP_LAMBDA_LRS = (0.05, 0.5)
 SWEEP_SETTINGS = (PPO,) + tuple(
-    Setting(f"r2vpo-delta{delta}-lr{lambda_lr}", "r2vpo", R2VPO.script, ("--delta", str(delta), "--lambda-lr", str(lambda_lr)))
+    Setting(
+        f"r2vpo-delta{delta}-lr{lambda_lr}",
+        "r2vpo",
+        R2VPO.script,
+        ("--delta", str(delta), "--lambda-lr", str(lambda_lr)),
+    )
     for delta in SWEEP_DELTAS
     for lambda_lr in SWEEP_LAMBDA_LRS
 )

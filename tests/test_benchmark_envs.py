@@ -74,7 +74,9 @@ def test_kwargs_pass_through_gym_make():
     assert env.unwrapped._forward_reward_weight == 2.0  # a base-env kwarg reaches Hopper
     env = gym.make("benchmark.envs:DynamicWalker2d-v5", parameter="torso_mass", amplitude=0.1, period=8)
     assert (env.get_wrapper_attr("parameter"), env.get_wrapper_attr("amplitude"), env.get_wrapper_attr("period")) == (
-        "torso_mass", 0.1, 8.0
+        "torso_mass",
+        0.1,
+        8.0,
     )
     with pytest.raises(ValueError, match="delay"):
         gym.make("benchmark.envs:SparseHopper-v5", delay=0)
@@ -119,5 +121,7 @@ def test_dynamic_torso_mass_changes_and_changes_the_motion():
 def test_module_path_id_works_from_any_directory(tmp_path):
     code = "import gymnasium as gym; env = gym.make('benchmark.envs:SparseHopper-v5'); env.reset(seed=0); print(env.spec.id)"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    output = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    output = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True
+    )
     assert output.stdout.strip() == "SparseHopper-v5"

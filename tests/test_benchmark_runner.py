@@ -68,16 +68,23 @@ def fake(tmp_path, monkeypatch):
 
     def make_suite(name, settings, seeds=(1, 2), reuse_from=()):
         suite = Suite(
-            name=name, description="fake", kind="control", tasks=(Task("FakeTask", ("--env-id", "FakeTask")),),
+            name=name,
+            description="fake",
+            kind="control",
+            tasks=(Task("FakeTask", ("--env-id", "FakeTask")),),
             settings=tuple(Setting(label, "fake", str(script), flags) for label, flags in settings),
-            seeds=seeds, total_timesteps=1000, common_flags=("--save-model", "--eval-episodes", "3"),
+            seeds=seeds,
+            total_timesteps=1000,
+            common_flags=("--save-model", "--eval-episodes", "3"),
             reuse_from=reuse_from,
         )
         monkeypatch.setitem(SUITES, name, suite)
         return suite
 
     def main(suite, **kwargs):
-        args = run.Args(suite=suite, workers=2, results_dir=str(tmp_path / "results"), work_dir=str(tmp_path / "work"), **kwargs)
+        args = run.Args(
+            suite=suite, workers=2, results_dir=str(tmp_path / "results"), work_dir=str(tmp_path / "work"), **kwargs
+        )
         return run.main(args)
 
     def executions():
@@ -101,8 +108,17 @@ def test_failing_run_is_recorded_and_resume_skips_finished_runs(fake, capsys):
     assert good["curve"][0] == [50, 12.0] and good["curve"][-1] == [1000, 202.0]
     assert good["eval_returns"] == [100.0, 101.0, 102.0] and good["eval_mean"] == 101.0
     assert "charts/episodic_length" in good["scalars"] and "losses/value_loss" in good["scalars"]
-    assert good["command"] == f"python {Path(good['argv'][1])} --env-id FakeTask --seed 2 --total-timesteps 1000 --save-model --eval-episodes 3"
-    assert (good["task"], good["method"], good["setting"], good["seed"], good["suite"]) == ("FakeTask", "fake", "good", 2, "fake")
+    assert (
+        good["command"]
+        == f"python {Path(good['argv'][1])} --env-id FakeTask --seed 2 --total-timesteps 1000 --save-model --eval-episodes 3"
+    )
+    assert (good["task"], good["method"], good["setting"], good["seed"], good["suite"]) == (
+        "FakeTask",
+        "fake",
+        "good",
+        2,
+        "fake",
+    )
     assert len(good["git_commit"]) in (40, len("unknown")) and "stderr_tail" not in good
 
     bad = result("fake", "FakeTask__bad__s1")
@@ -138,7 +154,9 @@ def test_print_commands_and_only_for_the_cluster_path(fake, capsys):
     assert result("fake", "FakeTask__good__s2")["status"] == "ok" and len(executions()) == 1
     capsys.readouterr()
     main("fake", print_commands=True)
-    assert [line.split("--only ")[1].split()[0] for line in capsys.readouterr().out.splitlines()] == ["FakeTask__good__s1"]
+    assert [line.split("--only ")[1].split()[0] for line in capsys.readouterr().out.splitlines()] == [
+        "FakeTask__good__s1"
+    ]
     with pytest.raises(SystemExit, match="no run 'nope'"):
         main("fake", only="nope")
 
@@ -182,18 +200,30 @@ def test_defined_suites_are_well_formed():
     sweep_tasks = {r.task for r in expanded["control-sweep"]}
     assert sweep_tasks == {"InvertedDoublePendulum-v5", "Swimmer-v5"}
     assert not sweep_tasks & {r.task for r in expanded["control-full"]}  # tuned on tasks not in the table
-    assert "--delta 0.01 --lambda-lr 0.5" in {r.run_id: r.command for r in expanded["control-sweep"]}[
-        "Swimmer-v5__r2vpo-delta0.01-lr0.5__s1"
-    ]
+    assert (
+        "--delta 0.01 --lambda-lr 0.5"
+        in {r.run_id: r.command for r in expanded["control-sweep"]}["Swimmer-v5__r2vpo-delta0.01-lr0.5__s1"]
+    )
 
 
 # --------------------------------------------------------------------------- report
 def fake_result(run_id, task, setting, seed, curve, eval_returns=(), status="ok", kind="control", scalars=None):
     return {
-        "run_id": run_id, "suite": "fake-report", "kind": kind, "task": task, "method": setting, "setting": setting,
-        "seed": seed, "flags": [], "total_timesteps": 1000 if kind == "control" else None, "status": status,
-        "git_commit": "0123456789abcdef", "curve": curve, "eval_returns": list(eval_returns),
-        "eval_mean": sum(eval_returns) / len(eval_returns) if eval_returns else None, "scalars": scalars or {},
+        "run_id": run_id,
+        "suite": "fake-report",
+        "kind": kind,
+        "task": task,
+        "method": setting,
+        "setting": setting,
+        "seed": seed,
+        "flags": [],
+        "total_timesteps": 1000 if kind == "control" else None,
+        "status": status,
+        "git_commit": "0123456789abcdef",
+        "curve": curve,
+        "eval_returns": list(eval_returns),
+        "eval_mean": sum(eval_returns) / len(eval_returns) if eval_returns else None,
+        "scalars": scalars or {},
     }
 
 
@@ -211,7 +241,10 @@ def test_report_builds_table_and_plot_from_two_result_files(tmp_path, capsys):
     report.main(report.Args(suite="fake-report", results_dir=str(tmp_path)))
     table = (suite_dir / "table.md").read_text()
     assert table in capsys.readouterr().out
-    assert "budget 1,000 steps per run, seeds [1, 2]" in table and "python -m benchmark.report --suite fake-report" in table
+    assert (
+        "budget 1,000 steps per run, seeds [1, 2]" in table
+        and "python -m benchmark.report --suite fake-report" in table
+    )
     # final: last 10 episodes have returns 910..1000 (mean 955) and +100 (1055): 1005 +- 50
     row = next(line for line in table.splitlines() if line.startswith("| T | ppo |"))
     assert row == "| T | ppo | 1005.0 ± 50.0 | 1100.0 ± 100.0 | 555.0 ± 50.0 | 2 |"
@@ -224,7 +257,9 @@ def test_report_llm_suite_plots_accuracy_against_completions(tmp_path):
     suite_dir.mkdir()
     for seed in (1, 2):
         accuracy = [[completions, 0.2 + 0.05 * i + 0.01 * seed] for i, completions in enumerate(range(0, 640, 64))]
-        result = fake_result(f"arith__clip__s{seed}", "arith", "clip", seed, [], kind="llm", scalars={"eval/accuracy": accuracy})
+        result = fake_result(
+            f"arith__clip__s{seed}", "arith", "clip", seed, [], kind="llm", scalars={"eval/accuracy": accuracy}
+        )
         (suite_dir / f"arith__clip__s{seed}.json").write_text(json.dumps(result))
     report.main(report.Args(suite="fake-llm", results_dir=str(tmp_path)))
     table = (suite_dir / "table.md").read_text()

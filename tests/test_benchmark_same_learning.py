@@ -48,8 +48,14 @@ def test_compares_two_versions_end_to_end_and_resumes(tmp_path, monkeypatch, cap
     monkeypatch.setattr(same_learning, "resolve_commit", lambda revision: revision * 8)  # 'a' -> 'aaaaaaaa'
     monkeypatch.setattr(same_learning, "extract_script", lambda commit, name, work_root: script)
     args = same_learning.Args(
-        before="a", after="b", script="fake_train.py", env_id="FakeTask", seeds=(1, 2),
-        total_timesteps=1000, results_dir=str(tmp_path / "results"), work_dir=str(tmp_path / "work"),
+        before="a",
+        after="b",
+        script="fake_train.py",
+        env_id="FakeTask",
+        seeds=(1, 2),
+        total_timesteps=1000,
+        results_dir=str(tmp_path / "results"),
+        work_dir=str(tmp_path / "work"),
     )
     assert same_learning.main(args) == 0
     table = (tmp_path / "results" / "same-learning" / "fake_train__FakeTask__aaaaaaa_vs_bbbbbbb.md").read_text()

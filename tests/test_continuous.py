@@ -18,8 +18,18 @@ import r2vpo_continuous
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ["ppo_baseline.py", "r2vpo_continuous.py"]
-TINY = ["--env-id", "Hopper-v5", "--total-timesteps", "128", "--num-steps", "64",
-        "--num-minibatches", "4", "--update-epochs", "2"]
+TINY = [
+    "--env-id",
+    "Hopper-v5",
+    "--total-timesteps",
+    "128",
+    "--num-steps",
+    "64",
+    "--num-minibatches",
+    "4",
+    "--update-epochs",
+    "2",
+]
 
 
 # ---------------------------------------------------------------- GAE
@@ -213,14 +223,29 @@ def read_scalars(run_dir):
 
 
 COMMON_TAGS = {
-    "charts/episodic_return", "charts/episodic_length", "charts/SPS", "charts/learning_rate",
-    "charts/rollout_time", "charts/update_time", "losses/policy_loss", "losses/value_loss",
-    "losses/entropy", "losses/approx_kl", "losses/old_approx_kl", "losses/ratio_variance",
-    "losses/ess", "losses/explained_variance",
+    "charts/episodic_return",
+    "charts/episodic_length",
+    "charts/SPS",
+    "charts/learning_rate",
+    "charts/rollout_time",
+    "charts/update_time",
+    "losses/policy_loss",
+    "losses/value_loss",
+    "losses/entropy",
+    "losses/approx_kl",
+    "losses/old_approx_kl",
+    "losses/ratio_variance",
+    "losses/ess",
+    "losses/explained_variance",
 }
 METHOD_TAGS = {
     "ppo_baseline.py": {"losses/clipfrac"},
-    "r2vpo_continuous.py": {"losses/would_clip_frac", "losses/lambda", "losses/lambda_max", "losses/constraint_violation"},
+    "r2vpo_continuous.py": {
+        "losses/would_clip_frac",
+        "losses/lambda",
+        "losses/lambda_max",
+        "losses/constraint_violation",
+    },
 }
 
 
@@ -254,7 +279,9 @@ def test_same_seed_gives_identical_losses(tmp_path):
         result = run_script("r2vpo_continuous.py", *TINY, "--replay-depth", "2", "--seed", "3", cwd=tmp_path / name)
         assert result.returncode == 0, result.stderr
         scalars = read_scalars(tmp_path / name)
-        logged.append({tag: values for tag, values in scalars.items() if tag.startswith("losses/") or "episodic" in tag})
+        logged.append(
+            {tag: values for tag, values in scalars.items() if tag.startswith("losses/") or "episodic" in tag}
+        )
     assert logged[0] == logged[1]
 
 
@@ -284,20 +311,47 @@ def test_bad_input_gives_one_line_error(script, flags, message, tmp_path):
 
 def test_speed_benchmark_runs_end_to_end(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "benchmark.speed", "--num-steps", "64", "--iterations", "1", "--warmup-iterations", "1",
-         "--env-steps", "200", "--repeats", "2", "--baseline-dir", str(ROOT)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "benchmark.speed",
+            "--num-steps",
+            "64",
+            "--iterations",
+            "1",
+            "--warmup-iterations",
+            "1",
+            "--env-steps",
+            "200",
+            "--repeats",
+            "2",
+            "--baseline-dir",
+            str(ROOT),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    for row in ("| env-only |", "| ppo |", "| r2vpo |", "| ppo (baseline) |", "r2vpo / ppo wall time per iteration",
-                "ppo speed-up over"):
+    for row in (
+        "| env-only |",
+        "| ppo |",
+        "| r2vpo |",
+        "| ppo (baseline) |",
+        "r2vpo / ppo wall time per iteration",
+        "ppo speed-up over",
+    ):
         assert row in result.stdout
 
 
 def test_speed_benchmark_actor_cost():
     result = subprocess.run(
         [sys.executable, "-m", "benchmark.speed", "--actor-cost", "--num-steps", "64", "--repeats", "1"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     match = re.search(r"torch actor (\d+) us/step, numpy actor (\d+) us/step", result.stdout)
@@ -307,9 +361,24 @@ def test_speed_benchmark_actor_cost():
 def test_capture_video_headless(tmp_path):
     env = {**os.environ, "MUJOCO_GL": "egl"}
     result = subprocess.run(
-        [sys.executable, str(ROOT / "ppo_baseline.py"), "--capture-video", "--total-timesteps", "64", "--num-steps", "64",
-         "--num-minibatches", "4", "--update-epochs", "1"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env,
+        [
+            sys.executable,
+            str(ROOT / "ppo_baseline.py"),
+            "--capture-video",
+            "--total-timesteps",
+            "64",
+            "--num-steps",
+            "64",
+            "--num-minibatches",
+            "4",
+            "--update-epochs",
+            "1",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
     assert result.returncode == 0, result.stderr
     assert glob.glob(str(tmp_path / "videos" / "*" / "*.mp4"))

@@ -21,14 +21,50 @@ torch.set_num_threads(1)
 # Tiny but real runs: 2 iterations x 4 prompts x 8 completions. The random model answers a 1-digit sum
 # right about 2% of the time, so a seed was picked whose first iterations hold groups with mixed rewards
 # (the tests assert it, so a change of random streams shows up as that, not as a mystery).
-TINY = ["--model-name-or-path", "tiny-random", "--num-threads", "1", "--num-iterations", "2",
-        "--prompts-per-iteration", "4", "--group-size", "8", "--max-new-tokens", "8", "--minibatch-size", "16",
-        "--num-eval-prompts", "8", "--eval-every", "1", "--arithmetic-max-digits", "1", "--learning-rate", "1e-3",
-        "--seed", "6"]
-COMMON_TAGS = ["charts/reward_mean", "charts/train_accuracy", "charts/completion_length", "charts/zero_variance_group_frac",
-               "charts/staleness", "charts/generation_tokens_per_s", "charts/training_tokens_per_s", "charts/peak_memory_mb",
-               "charts/SPS", "losses/policy_loss", "losses/ratio_variance", "losses/approx_kl", "losses/ess",
-               "losses/grad_norm", "eval/accuracy", "eval/completion_length"]
+TINY = [
+    "--model-name-or-path",
+    "tiny-random",
+    "--num-threads",
+    "1",
+    "--num-iterations",
+    "2",
+    "--prompts-per-iteration",
+    "4",
+    "--group-size",
+    "8",
+    "--max-new-tokens",
+    "8",
+    "--minibatch-size",
+    "16",
+    "--num-eval-prompts",
+    "8",
+    "--eval-every",
+    "1",
+    "--arithmetic-max-digits",
+    "1",
+    "--learning-rate",
+    "1e-3",
+    "--seed",
+    "6",
+]
+COMMON_TAGS = [
+    "charts/reward_mean",
+    "charts/train_accuracy",
+    "charts/completion_length",
+    "charts/zero_variance_group_frac",
+    "charts/staleness",
+    "charts/generation_tokens_per_s",
+    "charts/training_tokens_per_s",
+    "charts/peak_memory_mb",
+    "charts/SPS",
+    "losses/policy_loss",
+    "losses/ratio_variance",
+    "losses/approx_kl",
+    "losses/ess",
+    "losses/grad_norm",
+    "eval/accuracy",
+    "eval/completion_length",
+]
 R2VPO_TAGS = ["losses/lambda", "losses/lambda_max", "losses/constraint_violation", "losses/would_clip_frac"]
 
 
@@ -59,7 +95,8 @@ def assert_parameters_changed(run_dir, seed=6):
 
 def assert_learning_signal(scalars):
     assert min(v for _, v in scalars["charts/zero_variance_group_frac"]) < 1, (
-        "no group had mixed rewards, so the gradient is zero: pick another seed for the tiny runs")
+        "no group had mixed rewards, so the gradient is zero: pick another seed for the tiny runs"
+    )
 
 
 # ---------------------------------------------------------------- group advantages
@@ -91,8 +128,12 @@ def random_token_batch(seed=0, batch=4, length=6):
 
 def valid_tokens(new, behavior, advantages, mask):
     """(ratio, advantage) of each valid token, one by one."""
-    return [(math.exp(new[i, t] - behavior[i, t]), advantages[i].item())
-            for i in range(mask.shape[0]) for t in range(mask.shape[1]) if mask[i, t]]
+    return [
+        (math.exp(new[i, t] - behavior[i, t]), advantages[i].item())
+        for i in range(mask.shape[0])
+        for t in range(mask.shape[1])
+        if mask[i, t]
+    ]
 
 
 def test_r2vpo_token_loss_and_variance_match_manual():
@@ -180,16 +221,44 @@ def test_dual_update():
 
 
 # ---------------------------------------------------------------- the verifier
-@pytest.mark.parametrize("text, expected", [
-    ("68", 68.0), (" 68", 68.0), ("68.", 68.0), ("The answer is 68", 68.0), ("57 + 11 = 68", 68.0),
-    ("She has 7 - 5 = 2 pens left.\n#### 2", 2.0), ("#### 1,234", 1234.0), ("####-5", -5.0), ("#### $18.50", 18.5),
-    ("first 3 then #### 42 and later 7", 42.0), ("so \\boxed{17}", 17.0), ("\\boxed{\\frac{1}{4}} and 9", 0.25),
-    ("\\boxed{3/4}", 0.75), ("\\boxed{x = 12}", 12.0), ("$\\boxed{1,000}$", 1000.0), ("\\boxed{\\text{{5}}}", 5.0),
-    ("It costs $1,234,567.89 in total", 1234567.89), ("temperature is \u22123 degrees", -3.0), ("-7", -7.0),
-    ("+4", 4.0), ("value .5", 0.5), ("50%", 50.0), ("between 1,000 and 2,500", 2500.0), ("5-3", 3.0),
-    ("x2 y3", None), ("", None), ("no digits at all", None), ("####", None), ("\\boxed{}", None), (None, None),
-    ("#### many", None), ("\\boxed{seven} 8", 8.0), ("3rd place, 4th", 4.0),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("68", 68.0),
+        (" 68", 68.0),
+        ("68.", 68.0),
+        ("The answer is 68", 68.0),
+        ("57 + 11 = 68", 68.0),
+        ("She has 7 - 5 = 2 pens left.\n#### 2", 2.0),
+        ("#### 1,234", 1234.0),
+        ("####-5", -5.0),
+        ("#### $18.50", 18.5),
+        ("first 3 then #### 42 and later 7", 42.0),
+        ("so \\boxed{17}", 17.0),
+        ("\\boxed{\\frac{1}{4}} and 9", 0.25),
+        ("\\boxed{3/4}", 0.75),
+        ("\\boxed{x = 12}", 12.0),
+        ("$\\boxed{1,000}$", 1000.0),
+        ("\\boxed{\\text{{5}}}", 5.0),
+        ("It costs $1,234,567.89 in total", 1234567.89),
+        ("temperature is \u22123 degrees", -3.0),
+        ("-7", -7.0),
+        ("+4", 4.0),
+        ("value .5", 0.5),
+        ("50%", 50.0),
+        ("between 1,000 and 2,500", 2500.0),
+        ("5-3", 3.0),
+        ("x2 y3", None),
+        ("", None),
+        ("no digits at all", None),
+        ("####", None),
+        ("\\boxed{}", None),
+        (None, None),
+        ("#### many", None),
+        ("\\boxed{seven} 8", 8.0),
+        ("3rd place, 4th", 4.0),
+    ],
+)
 def test_extract_answer(text, expected):
     result = llm.extract_answer(text)
     assert result == (pytest.approx(expected) if expected is not None else None)
@@ -204,8 +273,10 @@ def test_is_correct_numeric_comparison():
 
 # ---------------------------------------------------------------- model plumbing
 def tiny_prompts(tokenizer):
-    problems = [{"question": "1 + 2 =", "prefill": "1 + 2 = ", "answer": 3.0},
-                {"question": "a much longer question, 12 + 7 =", "prefill": "", "answer": 19.0}]
+    problems = [
+        {"question": "1 + 2 =", "prefill": "1 + 2 = ", "answer": 3.0},
+        {"question": "a much longer question, 12 + 7 =", "prefill": "", "answer": 19.0},
+    ]
     return [llm.prompt_ids(tokenizer, p, "sys") for p in problems]
 
 
@@ -220,15 +291,25 @@ def test_behavior_logprobs_match_the_sampler():
     group_size = 3
     ids, mask = llm.left_pad(prompts, tokenizer.pad_token_id)
     ids, mask = ids.repeat_interleave(group_size, 0), mask.repeat_interleave(group_size, 0)
-    config = GenerationConfig(max_new_tokens=5, do_sample=True, temperature=0.7, top_k=0, top_p=1.0,
-                              pad_token_id=tokenizer.pad_token_id, eos_token_id=[tokenizer.eos_token_id])
+    config = GenerationConfig(
+        max_new_tokens=5,
+        do_sample=True,
+        temperature=0.7,
+        top_k=0,
+        top_p=1.0,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=[tokenizer.eos_token_id],
+    )
     torch.manual_seed(0)
-    out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config,
-                         output_scores=True, return_dict_in_generate=True)
-    completion = out.sequences[:, ids.shape[1]:]
+    out = model.generate(
+        input_ids=ids, attention_mask=mask, generation_config=config, output_scores=True, return_dict_in_generate=True
+    )
+    completion = out.sequences[:, ids.shape[1] :]
     sampler_logprobs = torch.stack(out.scores, dim=1).log_softmax(-1).gather(-1, completion[..., None])[..., 0]
-    samples = [{"group": k // group_size, "prompt_ids": prompts[k // group_size], "completion_ids": c, "advantage": 0.0}
-               for k, c in enumerate(completion)]
+    samples = [
+        {"group": k // group_size, "prompt_ids": prompts[k // group_size], "completion_ids": c, "advantage": 0.0}
+        for k, c in enumerate(completion)
+    ]
     batch = llm.collate(samples[::-1], tokenizer.pad_token_id, "cpu")  # any order: completions find their prompt
     with torch.no_grad():
         scored = llm.completion_logprobs(model, batch, temperature=0.7).flip(0)
@@ -249,7 +330,10 @@ def test_shared_prompt_generation_matches_plain_generation():
     torch.manual_seed(1)
     plain = llm.generate(model, [p for p in prompts for _ in range(4)], 1, eos, pad, 6, 64, temperature=1.0)
     assert len(shared) == 8 and all(torch.equal(a, b) for a, b in zip(shared, plain))
-    one_by_one, batched = llm.generate(model, prompts, 1, eos, pad, 6, 1), llm.generate(model, prompts, 1, eos, pad, 6, 64)
+    one_by_one, batched = (
+        llm.generate(model, prompts, 1, eos, pad, 6, 1),
+        llm.generate(model, prompts, 1, eos, pad, 6, 64),
+    )
     assert all(torch.equal(a, b) for a, b in zip(one_by_one, batched))  # greedy: left padding changes nothing
 
 
@@ -258,8 +342,10 @@ def test_training_gradient_flows_through_the_shared_prompt():
     model, tokenizer = llm.tiny_random_model_and_tokenizer(seed=0)
     prompts = tiny_prompts(tokenizer)
     completions = [torch.tensor([5, 6, 7]), torch.tensor([8, 2]), torch.tensor([9, 10, 11, 2])]
-    samples = [{"group": g, "prompt_ids": prompts[g], "completion_ids": c, "advantage": 0.0}
-               for g, c in zip([0, 0, 1], completions)]
+    samples = [
+        {"group": g, "prompt_ids": prompts[g], "completion_ids": c, "advantage": 0.0}
+        for g, c in zip([0, 0, 1], completions)
+    ]
     batch = llm.collate(samples, tokenizer.pad_token_id, "cpu")
     (llm.completion_logprobs(model, batch, 1.0) * batch["completion_mask"]).sum().backward()
     two_pass = [p.grad.clone() for p in model.parameters()]
@@ -295,12 +381,19 @@ def test_arithmetic_split_is_fixed_and_disjoint():
 
 
 # ---------------------------------------------------------------- bad input: one clear line, before heavy work
-@pytest.mark.parametrize("flags, message", [
-    (["--group-size", "1"], "--group-size"), (["--max-new-tokens", "0"], "--max-new-tokens"),
-    (["--delta", "0"], "--delta"), (["--fresh-fraction", "0"], "--fresh-fraction"),
-    (["--fresh-fraction", "1.5"], "--fresh-fraction"), (["--fresh-fraction", "0.5"], "--replay-depth"),
-    (["--minibatch-size", "24"], "--minibatch-size"), (["--replay-depth", "2", "--fresh-fraction", "0.25"], "--replay-depth"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--group-size", "1"], "--group-size"),
+        (["--max-new-tokens", "0"], "--max-new-tokens"),
+        (["--delta", "0"], "--delta"),
+        (["--fresh-fraction", "0"], "--fresh-fraction"),
+        (["--fresh-fraction", "1.5"], "--fresh-fraction"),
+        (["--fresh-fraction", "0.5"], "--replay-depth"),
+        (["--minibatch-size", "24"], "--minibatch-size"),
+        (["--replay-depth", "2", "--fresh-fraction", "0.25"], "--replay-depth"),
+    ],
+)
 def test_bad_arguments(flags, message):
     import tyro
 
@@ -385,9 +478,27 @@ def test_end_to_end_clip(tmp_path):
 
 
 def test_end_to_end_replay_sequence_level_with_kl(tmp_path):
-    result = run_script(tmp_path, *TINY, "--num-iterations", "3", "--prompts-per-iteration", "8", "--replay-depth", "2",
-                        "--fresh-fraction", "0.5", "--ratio-level", "sequence", "--kl-coef", "0.1", "--eval-every", "0",
-                        "--save-model", "--seed", "8")
+    result = run_script(
+        tmp_path,
+        *TINY,
+        "--num-iterations",
+        "3",
+        "--prompts-per-iteration",
+        "8",
+        "--replay-depth",
+        "2",
+        "--fresh-fraction",
+        "0.5",
+        "--ratio-level",
+        "sequence",
+        "--kl-coef",
+        "0.1",
+        "--eval-every",
+        "0",
+        "--save-model",
+        "--seed",
+        "8",
+    )
     assert "iteration 3/3" in result.stdout
     run_dir, scalars = read_scalars(tmp_path)
     for tag in COMMON_TAGS + R2VPO_TAGS + ["charts/replayed_frac", "losses/kl_to_reference"]:
@@ -401,8 +512,9 @@ def test_end_to_end_replay_sequence_level_with_kl(tmp_path):
 
 
 def test_end_to_end_local_gsm8k_jsonl(tmp_path):
-    result = run_script(tmp_path, *TINY, "--dataset", FIXTURE, "--loss", "clip", "--max-new-tokens", "12",
-                        "--num-iterations", "1")
+    result = run_script(
+        tmp_path, *TINY, "--dataset", FIXTURE, "--loss", "clip", "--max-new-tokens", "12", "--num-iterations", "1"
+    )
     assert "4 training / 4 held-out problems" in result.stdout  # 8 usable rows ("#### many" skipped), half held out
     run_dir, scalars = read_scalars(tmp_path)
     assert os.path.basename(run_dir).startswith("gsm8k_tiny__r2vpo_llm__6__")
