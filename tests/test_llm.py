@@ -2,6 +2,7 @@
 with the offline `tiny-random` model (no network, no real model). Run: pytest tests/test_llm.py"""
 
 import glob
+import json
 import math
 import os
 import subprocess
@@ -49,7 +50,6 @@ TINY = [
 ]
 COMMON_TAGS = [
     "charts/reward_mean",
-    "charts/train_accuracy",
     "charts/completion_length",
     "charts/zero_variance_group_frac",
     "charts/staleness",
@@ -350,14 +350,18 @@ def test_training_gradient_flows_through_the_shared_prompt():
     (llm.completion_logprobs(model, batch, 1.0) * batch["completion_mask"]).sum().backward()
     two_pass = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
+    (llm.completion_logprobs(model, batch, 1.0, share_prompt=False) * batch["completion_mask"]).sum().backward()
+    one_pass = [p.grad.clone() for p in model.parameters()]  # the path taken under gradient checkpointing
+    model.zero_grad()
     total = 0
     for g, c in zip([0, 0, 1], completions):
         sequence = torch.cat([prompts[g], c])[None]
         logits = model(input_ids=sequence).logits[0, len(prompts[g]) - 1 : -1].log_softmax(-1)
         total = total + logits.gather(-1, c[:, None]).sum()
     total.backward()
-    for a, p in zip(two_pass, model.parameters()):
+    for a, b, p in zip(two_pass, one_pass, model.parameters()):
         torch.testing.assert_close(a, p.grad, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(b, p.grad, rtol=1e-4, atol=1e-6)
 
 
 def test_tiny_random_model_and_tokenizer():
@@ -392,6 +396,13 @@ def test_arithmetic_split_is_fixed_and_disjoint():
         (["--fresh-fraction", "0.5"], "--replay-depth"),
         (["--minibatch-size", "24"], "--minibatch-size"),
         (["--replay-depth", "2", "--fresh-fraction", "0.25"], "--replay-depth"),
+        (["--max-grad-norm", "-1"], "--max-grad-norm"),
+        (["--learning-rate", "inf"], "--learning-rate must be finite"),
+        (["--delta", "nan"], "--delta must be finite"),
+        (["--lambda-lr", "nan"], "--lambda-lr must be finite"),
+        (["--temperature", "inf"], "--temperature must be finite"),
+        (["--micro-batch-size", "5"], "--micro-batch-size"),
+        (["--checkpoint-every", "-1"], "--checkpoint-every"),
     ],
 )
 def test_bad_arguments(flags, message):
@@ -414,6 +425,34 @@ def test_empty_dataset(tmp_path):
         llm.load_problems(llm.Args(dataset=str(wrong)))
 
 
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        (
+            "bad.jsonl",
+            '{"question": "1 + 1", "answer": "2"}\n{"question": "2 + 2", \n',
+            "bad.jsonl line 2: not valid JSON",
+        ),
+        ("list.jsonl", '["1 + 1", "2"]\n', "list.jsonl line 1: expected an object"),
+        ("null.jsonl", '{"question": null, "answer": "2"}\n', "null.jsonl line 1: 'question' must be non-empty text"),
+        ("object.json", '{"question": "1 + 1", "answer": "2"}', "must hold a JSON list"),
+        ("broken.json", '[{"question": "1 + 1",', "broken.json line 1: not valid JSON"),
+        ("latin1.jsonl", b'{"question": "caf\xe9", "answer": "2"}\n', "is not UTF-8 text"),
+    ],
+)
+def test_malformed_dataset_files_name_the_file_and_line(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(SystemExit, match=message):
+        llm.load_problems(llm.Args(dataset=str(path)))
+
+
+def test_empty_training_pool_is_refused():
+    """1-digit sums: 100 distinct questions, all taken by 128 held-out problems."""
+    with pytest.raises(SystemExit, match="no training problems left"):
+        llm.load_problems(llm.Args(arithmetic_max_digits=1))
+
+
 def test_missing_packages_are_named(monkeypatch):
     import importlib.util
 
@@ -430,7 +469,7 @@ def test_missing_packages_are_named(monkeypatch):
 
 def test_unknown_model_path(tmp_path):
     with pytest.raises(SystemExit, match="not found"):
-        llm.load_model_and_tokenizer(str(tmp_path / "no_such_model"), torch.float32, seed=1)
+        llm.load_model_and_tokenizer(str(tmp_path / "no_such_model"), seed=1)
 
 
 def test_cli_errors_are_one_line(tmp_path):
@@ -456,7 +495,7 @@ def test_end_to_end_r2vpo_is_deterministic_and_learns(tmp_path, monkeypatch):
     assert_learning_signal(scalars)
     assert_parameters_changed(run_dir)
     # the saved folder loads back as an ordinary local model, chat template included
-    model, tokenizer = llm.load_model_and_tokenizer(os.path.join(run_dir, "model"), torch.float32, seed=6)
+    model, tokenizer = llm.load_model_and_tokenizer(os.path.join(run_dir, "model"), seed=6)
     assert tokenizer.chat_template and model.config.vocab_size == tokenizer.vocab_size
     # same seed on CPU, same numbers (timings and memory aside): the first iteration again, in this process
     monkeypatch.chdir(second)
@@ -519,3 +558,165 @@ def test_end_to_end_local_gsm8k_jsonl(tmp_path):
     run_dir, scalars = read_scalars(tmp_path)
     assert os.path.basename(run_dir).startswith("gsm8k_tiny__r2vpo_llm__6__")
     assert "eval/accuracy" in scalars and "charts/reward_mean" in scalars
+
+
+# ---------------------------------------------------------------- GPU-path behaviours, checked on the CPU
+def test_model_generation_defaults_do_not_leak_into_sampling(monkeypatch):
+    """A model that ships sampling defaults (repetition penalty, min_p, top_k...) still samples from
+    softmax(logits / T): the loader drops them, so scored log-probs are the sampler's and greedy is argmax."""
+
+    def model_with_sampling_defaults(seed):
+        model, tokenizer = TINY_RANDOM(seed)
+        model.generation_config.update(repetition_penalty=3.0, min_p=0.2, top_k=5, no_repeat_ngram_size=2)
+        return model, tokenizer
+
+    TINY_RANDOM = llm.tiny_random_model_and_tokenizer
+    monkeypatch.setattr(llm, "tiny_random_model_and_tokenizer", model_with_sampling_defaults)
+    model, tokenizer = llm.load_model_and_tokenizer("tiny-random", seed=0)
+    model.eval()
+    prompts, eos, pad = tiny_prompts(tokenizer), model.generation_config.eos_token_id, tokenizer.pad_token_id
+    for temperature in [1.0, None]:  # sampled, then greedy
+        torch.manual_seed(0)
+        completions = llm.generate(model, prompts, 3, eos, pad, 8, 64, temperature)
+        samples = [
+            {"group": k // 3, "prompt_ids": prompts[k // 3], "completion_ids": c, "advantage": 0.0}
+            for k, c in enumerate(completions)
+        ]
+        batch = llm.collate(samples, pad, "cpu")
+        with torch.no_grad():
+            logprobs = llm.completion_logprobs(model, batch, temperature or 1.0)
+        mask = batch["completion_mask"].bool()
+        if temperature:  # every sampled token is possible under the plain softmax, and some are unlikely ones
+            assert torch.isfinite(logprobs[mask]).all() and logprobs[mask].min() < math.log(0.2)
+        else:  # greedy = argmax of the scored distribution: each greedy token has the largest log-prob
+            repeats = [len(set(c.tolist())) < len(c) for c in completions]
+            assert any(repeats), "a repetition penalty would have prevented repeated tokens"
+            for row, completion in enumerate(completions):
+                full = torch.cat([prompts[row // 3], completion[:-1]])[None]
+                logits = model(input_ids=full).logits[0, len(prompts[row // 3]) - 1 :]
+                assert torch.equal(logits.argmax(-1), completion)
+
+
+def test_bfloat16_moves_the_float32_master_weights(tmp_path):
+    """bf16 compute keeps float32 weights and optimiser state, so a small update still moves (nearly)
+    every weight, as float32 training does; bf16 weights would round most updates away."""
+    changed = {}
+    for dtype in ["float32", "bfloat16"]:
+        (tmp_path / dtype).mkdir()
+        run_script(tmp_path / dtype, *TINY, "--dtype", dtype, "--learning-rate", "1e-5", "--save-model")
+        run_dir, _ = read_scalars(tmp_path / dtype)
+        from safetensors.torch import load_file
+
+        initial = llm.tiny_random_model_and_tokenizer(6)[0].state_dict()
+        trained = load_file(os.path.join(run_dir, "model", "model.safetensors"))
+        assert all(p.dtype == torch.float32 for p in trained.values())
+        moved = sum(int((p != initial[name]).sum()) for name, p in trained.items())
+        changed[dtype] = moved / sum(p.numel() for p in trained.values())
+    assert changed["float32"] > 0.9 and changed["bfloat16"] > 0.9, changed
+
+
+def run_update(tmp_path, name, *flags, processes=1):
+    """tests/distributed_update.py: one update from a fixed batch; returns (parameters, lambda, stats, lambdas per rank)."""
+    out = str(tmp_path / name)
+    script = os.path.join(ROOT, "tests", "distributed_update.py")
+    command = [sys.executable, script, out, *flags]
+    if processes > 1:
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(processes),
+            script,
+            out,
+            *flags,
+        ]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    saved = torch.load(out)
+    ranks = [json.load(open(f"{out}.rank{rank}.json"))["lambda"] for rank in range(processes)]
+    return saved["parameters"], saved["lambda"], saved["stats"], ranks
+
+
+@pytest.mark.parametrize(
+    "loss_flags, variants",
+    [
+        ([], {"micro": (["--micro-batch-size", "4"], 1), "checkpointing": (["--gradient-checkpointing"], 1)}),
+        ([], {"two processes": ([], 2)}),
+        (["--loss", "clip", "--kl-coef", "0.1"], {"two processes, micro": (["--micro-batch-size", "4"], 2)}),
+        (["--ratio-level", "sequence"], {"two processes, micro": (["--micro-batch-size", "4"], 2)}),
+    ],
+)
+def test_update_is_the_same_in_micro_batches_with_checkpointing_and_on_two_processes(tmp_path, loss_flags, variants):
+    """The minibatch's loss, V and statistics are those of the whole minibatch however it is split:
+    gradient accumulation over micro-batches, gradient checkpointing's one-pass scoring, and FSDP2 over
+    two processes (gloo) all give the single process's parameters; lambda is the same on every rank."""
+    parameters, lagrange_multiplier, stats, _ = run_update(tmp_path, "single", *loss_flags)
+    if not loss_flags:
+        assert stats["clipfrac"] > 0.1 and lagrange_multiplier != 1.0  # ratios spread, the constraint acts
+    for name, (flags, processes) in variants.items():
+        other, other_lambda, other_stats, ranks = run_update(tmp_path, name, *loss_flags, *flags, processes=processes)
+        for key, value in parameters.items():
+            torch.testing.assert_close(other[key], value, rtol=0, atol=1e-5, msg=f"{name}: {key}")
+        assert other_lambda == pytest.approx(lagrange_multiplier, rel=1e-5) and len(set(ranks)) == 1, name
+        for key in stats:
+            assert other_stats[key] == pytest.approx(stats[key], rel=1e-4, abs=1e-6), (name, key)
+
+
+def test_torchrun_end_to_end_writes_one_run_folder(tmp_path):
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", SCRIPT, *TINY, "--no-cuda"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert result.stdout.count("iteration 2/2") == 1  # one process prints
+    run_dir, scalars = read_scalars(tmp_path)  # exactly one run folder
+    assert [step for step, _ in scalars["charts/reward_mean"]] == [32, 64]  # completions of both processes
+
+
+def test_resume_continues_exactly(tmp_path):
+    """4 iterations straight and 2 + resume to 4 (replay buffer, data order, RNG states, optimiser,
+    lambda all restored) give identical parameters; a resume with other flags is refused."""
+    flags = [*TINY, "--eval-every", "0", "--replay-depth", "2", "--fresh-fraction", "0.5", "--prompts-per-iteration"]
+    flags += ["8", "--update-epochs", "2", "--minibatch-size", "8", "--save-model"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    straight.mkdir(), resumed.mkdir()
+    run_script(straight, *flags, "--num-iterations", "4")
+    run_script(resumed, *flags, "--num-iterations", "2", "--checkpoint-every", "1")
+    (checkpoint,) = glob.glob(str(resumed / "runs" / "*" / "checkpoint"))
+    refused = run_script(
+        resumed, *flags, "--num-iterations", "4", "--resume", checkpoint, "--delta", "0.5", check=False
+    )
+    assert refused.returncode != 0 and "--delta differ" in refused.stderr.strip().splitlines()[-1]
+    run_script(resumed, *flags, "--num-iterations", "4", "--resume", checkpoint)
+    from safetensors.torch import load_file
+
+    (a,), (b,) = (glob.glob(str(d / "runs" / "*" / "model" / "model.safetensors")) for d in (straight, resumed))
+    a, b = load_file(a), load_file(b)
+    assert all(torch.equal(a[name], b[name]) for name in a)
+    run_dir, scalars = read_scalars(resumed)  # the resumed run continues the same curves
+    assert [step for step, _ in scalars["charts/reward_mean"]] == [32, 64, 96, 128]
+
+
+def test_sample_completions_are_logged_as_text(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_script(tmp_path, *TINY, "--num-iterations", "1", "--eval-every", "0")
+    (run_dir,) = glob.glob(os.path.join(tmp_path, "runs", "*"))
+    events = EventAccumulator(run_dir, size_guidance={"tensors": 0})
+    events.Reload()
+    (text,) = [e.tensor_proto.string_val[0].decode() for e in events.Tensors("samples/text_summary")]
+    assert text.startswith("| prompt | completion | reward |") and len(text.splitlines()) == 2 + 4
+
+
+def test_track_with_wandb_offline(tmp_path):
+    env = dict(os.environ, WANDB_MODE="offline", WANDB_DIR=str(tmp_path), WANDB_SILENT="true")
+    result = subprocess.run(
+        [sys.executable, SCRIPT, *TINY, "--num-iterations", "1", "--eval-every", "0", "--track"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert glob.glob(str(tmp_path / "wandb" / "offline-run-*"))
