@@ -6,7 +6,10 @@ logs the same tensorboard tags as the real scripts, so no MuJoCo training runs h
 
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -34,7 +37,7 @@ parser.add_argument("--eval-episodes", type=int, default=10)
 parser.add_argument("--mode", default="ok")
 args = parser.parse_args()
 with open(os.environ["FAKE_TRAINING_LOG"], "a") as log:
-    log.write(f"{args.env_id} {args.seed} {args.mode} {os.environ['OMP_NUM_THREADS']} {os.environ['PYTHONPATH'].split(os.pathsep)[0]}\n")
+    log.write(f"{args.env_id} {args.seed} {args.mode} {os.getpid()} {os.environ['OMP_NUM_THREADS']} {os.environ['PYTHONPATH'].split(os.pathsep)[0]}\n")
 if args.mode == "fail":
     print("boom: simulated crash", file=sys.stderr)
     sys.exit(3)
@@ -66,7 +69,7 @@ def fake(tmp_path, monkeypatch):
     log.write_text("")
     monkeypatch.setenv("FAKE_TRAINING_LOG", str(log))
 
-    def make_suite(name, settings, seeds=(1, 2), reuse_from=()):
+    def make_suite(name, settings, seeds=(1, 2), reuse_from=(), total_timesteps=1000):
         suite = Suite(
             name=name,
             description="fake",
@@ -74,7 +77,7 @@ def fake(tmp_path, monkeypatch):
             tasks=(Task("FakeTask", ("--env-id", "FakeTask")),),
             settings=tuple(Setting(label, "fake", str(script), flags) for label, flags in settings),
             seeds=seeds,
-            total_timesteps=1000,
+            total_timesteps=total_timesteps,
             common_flags=("--save-model", "--eval-episodes", "3"),
             reuse_from=reuse_from,
         )
@@ -147,7 +150,8 @@ def test_print_commands_and_only_for_the_cluster_path(fake, capsys):
     capsys.readouterr()
     main("fake", print_commands=True)
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 2 and lines[0].startswith("python -m benchmark.run --suite fake --only FakeTask__good__s1")
+    assert len(lines) == 2
+    assert lines[0].startswith(f"cd {REPO_ROOT} && python -m benchmark.run --suite fake --only FakeTask__good__s1")
     assert executions() == []  # printing runs nothing
 
     assert main("fake", only="FakeTask__good__s2") == 0
@@ -173,6 +177,142 @@ def test_suite_reuses_finished_runs_of_its_pilot(fake, capsys):
     assert [seed for _, seed, *_ in executions()] == ["1", "2"]  # seed 1 ran once, for the pilot
     reused = result("fake-full", "FakeTask__good__s1")
     assert reused["suite"] == "fake-full" and reused["reused_from"] == "fake-pilot"
+
+
+def test_result_of_another_command_is_stale_listed_printed_and_rerun(fake, capsys):
+    make_suite, main, executions, result = fake
+    make_suite("fake", [("good", ())], seeds=(1,))
+    assert main("fake") == 0
+    make_suite("fake", [("good", ())], seeds=(1,), total_timesteps=2000)  # the suite's budget was edited
+    capsys.readouterr()
+    main("fake", dry_run=True)
+    out = capsys.readouterr().out
+    assert "stale    FakeTask__good__s1" in out and "1 runs: 0 done, 0 reuse, 1 stale, 0 pending" in out
+    main("fake", print_commands=True)
+    assert "--only FakeTask__good__s1" in capsys.readouterr().out
+    assert main("fake") == 0
+    assert len(executions()) == 2 and "--total-timesteps 2000" in result("fake", "FakeTask__good__s1")["command"]
+    main("fake", dry_run=True)
+    assert "done     FakeTask__good__s1" in capsys.readouterr().out
+
+
+def test_result_files_of_the_wrong_shape_leave_runs_pending_with_a_warning(fake, tmp_path, capsys):
+    make_suite, main, executions, result = fake
+    make_suite("fake", [("good", ())], seeds=(1, 2, 3))
+    suite_dir = tmp_path / "results" / "fake"
+    suite_dir.mkdir(parents=True)
+    (suite_dir / "FakeTask__good__s1.json").write_text("[]")
+    (suite_dir / "FakeTask__good__s2.json").write_text('{"status": "ok"}')
+    (suite_dir / "FakeTask__good__s3.json").write_text('{"status": "ok", "comm')  # cut by a crash
+    capsys.readouterr()
+    main("fake", dry_run=True)
+    captured = capsys.readouterr()
+    assert "3 runs: 0 done, 0 reuse, 0 stale, 3 pending" in captured.out
+    warnings = captured.err.splitlines()
+    assert len(warnings) == 3 and all(line.startswith("warning: ignoring ") for line in warnings)
+    assert "a JSON list" in warnings[0] and "no run_id" in warnings[1] and "unreadable" in warnings[2]
+    assert main("fake") == 0 and len(executions()) == 3
+    assert result("fake", "FakeTask__good__s2")["status"] == "ok"
+
+
+def test_a_run_locked_by_another_runner_is_skipped(fake, tmp_path, capsys):
+    make_suite, main, executions, result = fake
+    suite = make_suite("fake", [("good", ())], seeds=(1, 2))
+    held = run.lock_run(tmp_path / "work", run.expand_suite(suite)[0])  # another runner is training seed 1
+    assert held is not None
+    assert run.lock_run(tmp_path / "work", run.expand_suite(suite)[0]) is None  # the lock excludes
+    try:
+        assert main("fake") == 0
+    finally:
+        os.close(held)
+    assert "skip FakeTask__good__s1: running elsewhere" in capsys.readouterr().out
+    assert [seed for _, seed, *_ in executions()] == ["2"]
+    assert not (tmp_path / "results" / "fake" / "FakeTask__good__s1.json").exists()
+    assert main("fake") == 0 and [seed for _, seed, *_ in executions()] == ["2", "1"]  # lock released: it runs
+
+
+def process_alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie, dead but not yet reaped, counts as dead)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+def wait_for(condition, seconds: float) -> bool:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
+def test_children_die_with_a_sigkilled_runner(tmp_path):
+    script = tmp_path / "fake_train.py"
+    script.write_text(FAKE_TRAINING_SCRIPT)
+    log = tmp_path / "executions.log"
+    driver = tmp_path / "driver.py"
+    driver.write_text(
+        f"""import sys
+from pathlib import Path
+sys.path.insert(0, {str(REPO_ROOT)!r})
+from benchmark import run
+slow = run.Run("T__slow__s1", "fake", "control", "T", "fake", "slow", 1, (), 1000, {str(script)!r}, ("--mode", "sleep"), 1)
+run.run_all([slow], Path({str(tmp_path / "results")!r}), Path({str(tmp_path / "work")!r}), workers=1)
+"""
+    )
+    runner = subprocess.Popen([sys.executable, str(driver)], env={**os.environ, "FAKE_TRAINING_LOG": str(log)})
+    child_pid = None
+    try:
+        assert wait_for(lambda: log.exists() and log.read_text().endswith("\n"), 60), "the child never started"
+        child_pid = int(log.read_text().split()[3])
+        assert process_alive(child_pid)
+        os.kill(runner.pid, signal.SIGKILL)
+        runner.wait()
+        assert wait_for(lambda: not process_alive(child_pid), 10), "the child outlived the runner"
+    finally:
+        runner.kill()
+        if child_pid is not None and process_alive(child_pid):
+            os.kill(child_pid, signal.SIGKILL)  # clean up after a failure
+    assert not (tmp_path / "results" / "fake").exists()  # nothing recorded: the run is pending next time
+
+
+def test_printed_commands_run_from_any_directory_and_survive_a_closed_pipe(tmp_path):
+    results = tmp_path / "results"
+    printed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmark.run",
+            "--suite",
+            "control-full",
+            "--print-commands",
+            "--results-dir",
+            results,
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert len(printed) == 100 and printed[0].startswith(f"cd {REPO_ROOT} && python -m benchmark.run")
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
+    listed = subprocess.run(
+        ["bash", "-c", printed[0] + " --dry-run"], cwd=tmp_path, env=env, capture_output=True, text=True, check=True
+    ).stdout
+    assert "1 runs: 0 done, 0 reuse, 0 stale, 1 pending" in listed and "Hopper-v5__ppo__s1" in listed
+
+    reader_gone = subprocess.Popen(  # like `| head -1`: the reader closes the pipe before the runner writes
+        [sys.executable, "-m", "benchmark.run", "--suite", "control-full", "--print-commands"],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    reader_gone.stdout.close()
+    stderr = reader_gone.stderr.read().decode()
+    assert reader_gone.wait() == 1 and stderr == ""
 
 
 def test_bad_input_gives_one_line_errors(fake):
