@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -347,17 +348,34 @@ def test_defined_suites_are_well_formed():
 
 
 # --------------------------------------------------------------------------- report
-def fake_result(run_id, task, setting, seed, curve, eval_returns=(), status="ok", kind="control", scalars=None):
+def report_suite(monkeypatch, name, tasks=("T",), settings=("ppo", "r2vpo"), seeds=(1, 2), kind="control"):
+    """Register a suite for the report tests (no script runs: the tests write its result files)."""
+    suite = Suite(
+        name=name,
+        description="fake",
+        kind=kind,
+        tasks=tuple(Task(task, ("--env-id", task)) for task in tasks),
+        settings=tuple(Setting(label, label, "fake_train.py") for label in settings),
+        seeds=seeds,
+        total_timesteps=1000 if kind == "control" else None,
+    )
+    monkeypatch.setitem(SUITES, name, suite)
+    return suite
+
+
+def fake_result(planned, curve, eval_returns=(), status="ok", scalars=None):
+    """A result file's content for one run of a suite, as run.py writes it."""
     return {
-        "run_id": run_id,
-        "suite": "fake-report",
-        "kind": kind,
-        "task": task,
-        "method": setting,
-        "setting": setting,
-        "seed": seed,
+        "run_id": planned.run_id,
+        "suite": planned.suite,
+        "kind": planned.kind,
+        "task": planned.task,
+        "method": planned.method,
+        "setting": planned.setting,
+        "seed": planned.seed,
         "flags": [],
-        "total_timesteps": 1000 if kind == "control" else None,
+        "total_timesteps": planned.total_timesteps,
+        "command": planned.command,
         "status": status,
         "git_commit": "0123456789abcdef",
         "curve": curve,
@@ -367,44 +385,107 @@ def fake_result(run_id, task, setting, seed, curve, eval_returns=(), status="ok"
     }
 
 
-def test_report_builds_table_and_plot_from_two_result_files(tmp_path, capsys):
-    suite_dir = tmp_path / "fake-report"
-    suite_dir.mkdir()
-    curve = [[step, float(step)] for step in range(10, 1001, 10)]  # return = step: 100 episodes
-    results = [
-        fake_result("T__ppo__s1", "T", "ppo", 1, curve, eval_returns=[900.0, 1100.0]),
-        fake_result("T__ppo__s2", "T", "ppo", 2, [[s, r + 100.0] for s, r in curve], eval_returns=[1200.0]),
-        fake_result("T__r2vpo__s1", "T", "r2vpo", 1, [], status="failed"),
-    ]
+def write_results(results_root, results):
     for result in results:
-        (suite_dir / f"{result['run_id']}.json").write_text(json.dumps(result))
-    report.main(report.Args(suite="fake-report", results_dir=str(tmp_path)))
-    table = (suite_dir / "table.md").read_text()
-    assert table in capsys.readouterr().out
-    assert (
-        "budget 1,000 steps per run, seeds [1, 2]" in table
-        and "python -m benchmark.report --suite fake-report" in table
+        path = results_root / result["suite"] / f"{result['run_id']}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result))
+
+
+def test_report_builds_table_and_curves_from_the_suites_runs(tmp_path, monkeypatch, capsys):
+    suite = report_suite(monkeypatch, "fake-report")
+    ppo_1, ppo_2, r2vpo_1, r2vpo_2 = run.expand_suite(suite)
+    curve = [[step, float(step)] for step in range(10, 1001, 10)]  # return = step: 100 episodes
+    kl = {"losses/approx_kl": [[1, 0.01], [2, 0.02], [3, 0.9]], "losses/clipfrac": [[1, 0.1]]}
+    write_results(
+        tmp_path,
+        [
+            fake_result(ppo_1, curve, eval_returns=[900.0, 1100.0], scalars=kl),
+            fake_result(ppo_2, [[s, r + 100.0] for s, r in curve], eval_returns=[1200.0], scalars=kl),
+            fake_result(r2vpo_1, [], status="failed"),
+        ],
     )
-    # final: last 10 episodes have returns 910..1000 (mean 955) and +100 (1055): 1005 +- 50
-    row = next(line for line in table.splitlines() if line.startswith("| T | ppo |"))
-    assert row == "| T | ppo | 1005.0 ± 50.0 | 1100.0 ± 100.0 | 555.0 ± 50.0 | 2 |"
-    assert "T__r2vpo__s1 (failed)" in table
-    assert (suite_dir / "T.png").stat().st_size > 1000
+    report.main(report.Args(suite="fake-report", results_dir=str(tmp_path), bootstrap_reps=200))
+    table = (tmp_path / "fake-report" / "table.md").read_text()
+    assert table in capsys.readouterr().out
+    assert "budget 1,000 steps per run; seeds 1, 2 (2 of the suite's 4 runs counted); commits 0123456789" in table
+    assert "`python -m benchmark.report --suite fake-report --bootstrap-reps 200 --results-dir" in table
+    # final: the last 10 episodes return 910..1000 (mean 955) and 100 more (1055); 2 seeds: CI = their range
+    assert "| T | ppo | 1005.0 [955.0, 1055.0] | 1100.0 [1000.0, 1200.0] | 555.0 [505.0, 605.0] | 2 |" in table
+    assert "| T | ppo | 0.02 | 0.1 |" in table  # diagnostics: median over iterations, then mean over seeds
+    assert "T__r2vpo__s1 (failed)" in table and "Not run yet (1): T__r2vpo__s2" in table
+    assert (tmp_path / "fake-report" / "curves.png").stat().st_size > 1000
 
 
-def test_report_llm_suite_plots_accuracy_against_completions(tmp_path):
-    suite_dir = tmp_path / "fake-llm"
-    suite_dir.mkdir()
-    for seed in (1, 2):
-        accuracy = [[completions, 0.2 + 0.05 * i + 0.01 * seed] for i, completions in enumerate(range(0, 640, 64))]
-        result = fake_result(
-            f"arith__clip__s{seed}", "arith", "clip", seed, [], kind="llm", scalars={"eval/accuracy": accuracy}
-        )
-        (suite_dir / f"arith__clip__s{seed}.json").write_text(json.dumps(result))
-    report.main(report.Args(suite="fake-llm", results_dir=str(tmp_path)))
-    table = (suite_dir / "table.md").read_text()
-    assert "final eval/accuracy" in table and "| arith | clip | 0.665 ± 0.005 |" in table
-    assert (suite_dir / "accuracy_vs_completions.png").exists()
+def test_report_counts_only_the_suites_current_runs(tmp_path, monkeypatch, capsys):
+    suite = report_suite(monkeypatch, "fake-report", settings=("ppo",), seeds=(1, 2, 3))
+    seed_1, seed_2, seed_3 = run.expand_suite(suite)
+    undefined = run.Run("T__ppo__s9", "fake-report", "control", "T", "ppo", "ppo", 9, (), 1000, "x.py", (), 1)
+    stale = fake_result(seed_2, [[1000, 5000.0]])
+    stale["command"] += " --total-timesteps 50"  # made before the suite's budget was edited
+    write_results(tmp_path, [fake_result(seed_1, [[1000, 10.0]]), stale, fake_result(undefined, [[1000, 9999.0]])])
+    (tmp_path / "fake-report" / f"{seed_3.run_id}.json").write_text('{"status": "ok"}')
+    capsys.readouterr()
+    report.main(report.Args(suite="fake-report", results_dir=str(tmp_path), plots=False))
+    table = (tmp_path / "fake-report" / "table.md").read_text()
+    assert "| T | ppo | 10.0 | - | 10.0 | 1 |" in table  # neither the stale file nor the undefined seed 9
+    assert "Stale (made by another command than the suite's now)" in table and "T__ppo__s2" in table
+    assert "Ignored (run ids this suite does not define): T__ppo__s9.json" in table
+    assert "Not a result file (unreadable or wrong shape), left out: T__ppo__s3" in table
+    assert (
+        capsys.readouterr().err.strip()
+        == f"warning: ignoring {tmp_path / 'fake-report' / 'T__ppo__s3.json'}: no run_id (str)"
+    )
+
+
+def test_bootstrap_ci_brackets_the_mean_and_is_reproducible():
+    values = [1.0, 5.0, 2.0, 8.0, 3.0]
+    mean, low, high = report.bootstrap_mean_ci(values, reps=500)
+    assert mean == pytest.approx(3.8) and min(values) <= low < mean < high <= max(values)
+    assert report.bootstrap_mean_ci(values, reps=500) == (mean, low, high)  # fixed seed: the same table every time
+    curves_mean, curves_low, curves_high = report.bootstrap_mean_ci([[0.0, 1.0], [2.0, 1.0]], reps=500)
+    assert list(curves_mean) == [1.0, 1.0] and list(curves_low) == [0.0, 1.0] and list(curves_high) == [2.0, 1.0]
+
+
+def test_probability_of_improvement_is_rliables_metric():
+    from rliable import metrics
+
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 4, size=(3, 5)).astype(float), rng.integers(0, 4, size=(4, 5)).astype(float)  # ties
+    assert report.probability_of_improvement(x, y)[0] == pytest.approx(metrics.probability_of_improvement(x, y))
+    assert report.probability_of_improvement(x, x)[0] == 0.5
+
+
+def test_report_aggregates_across_tasks_with_rliable(tmp_path, monkeypatch, capsys):
+    suite = report_suite(monkeypatch, "fake-report", tasks=("A", "B", "C"), seeds=(1, 2, 3))
+    level = {"A": 100.0, "B": 1000.0, "C": 10.0}  # tasks on different scales: normalised by ppo's mean per task
+    results = []
+    for planned in run.expand_suite(suite):
+        value = level[planned.task] * (1.0 + 0.05 * planned.seed + (0.5 if planned.setting == "r2vpo" else 0.0))
+        results.append(fake_result(planned, [[step, value] for step in range(100, 1001, 100)], eval_returns=[value]))
+    write_results(tmp_path, results)
+    report.main(report.Args(suite="fake-report", results_dir=str(tmp_path), bootstrap_reps=50))
+    table = (tmp_path / "fake-report" / "table.md").read_text()
+    assert "divided by the mean of `ppo` on its task" in table
+    auc = {line.split(" | ")[1]: line.split(" | ") for line in table.splitlines() if line.startswith("| AUC |")}
+    assert auc["ppo"][3].startswith("1.00 [") and auc["ppo"][4] == "-" and auc["r2vpo"][5] == "3 x 3 |"
+    assert auc["r2vpo"][4] == "1.00 [1.00, 1.00]"  # every r2vpo run beats every ppo run on every task
+    assert float(auc["r2vpo"][2].split()[0]) == pytest.approx(1.6 / 1.1, abs=0.005)  # r2vpo 1.55-1.65, ppo mean 1.1
+    assert "| final return | r2vpo |" in table
+    assert (tmp_path / "fake-report" / "aggregates.png").stat().st_size > 1000
+
+
+def test_report_llm_suite_plots_accuracy_against_completions(tmp_path, monkeypatch):
+    suite = report_suite(monkeypatch, "fake-llm", tasks=("arith",), settings=("clip",), kind="llm")
+    results = []
+    for planned in run.expand_suite(suite):
+        accuracy = [[n, 0.2 + 0.05 * i + 0.01 * planned.seed] for i, n in enumerate(range(0, 640, 64))]
+        results.append(fake_result(planned, [], scalars={"eval/accuracy": accuracy}))
+    write_results(tmp_path, results)
+    report.main(report.Args(suite="fake-llm", results_dir=str(tmp_path), bootstrap_reps=200))
+    table = (tmp_path / "fake-llm" / "table.md").read_text()
+    assert "final eval/accuracy" in table and "| arith | clip | 0.665 [0.660, 0.670] |" in table
+    assert "aggregates" not in table and (tmp_path / "fake-llm" / "curves.png").exists()
 
 
 def test_final_return_and_binned_curve():
