@@ -1,15 +1,20 @@
-"""Results table and learning-curve plots of a suite, from its result files only.
+"""Results tables and plots of a suite, from its result files only.
 
 Reads benchmark/results/<suite>/*.json (written by benchmark/run.py; tensorboard runs/ folders are
 not needed) and writes, next to them:
 
-    table.md                  one row per task x setting, mean +- std over seeds (printed too)
-    <task>.png                control suites: learning curves, mean over seeds with a +-std band
-    <task>__<tag>.png         LLM suites: every eval/* curve against completions generated
-    accuracy_vs_completions.png   LLM suites: the first eval/*accuracy* tag (prefixed by the task
-                              when the suite has several tasks)
+    table.md         (printed too) per task x setting: final return, eval return, AUC, each as the
+                     mean over seeds with a 95% bootstrap CI; the aggregates across tasks; the
+                     optimisation diagnostics; and which files were left out, and why
+    curves.png       every task's learning curve in one grid: mean over seeds and 95% bootstrap band
+    aggregates.png   control suites with >= 2 settings and >= 2 tasks: IQM and mean of the
+                     normalised scores, P(setting > baseline), performance profiles
 
-Metrics (control suites), per run, then mean +- std (ddof=0) over the seeds of a row:
+Which runs count: exactly the run ids the suite defines (benchmark/suites.py), with status "ok"
+and the command the suite makes now. Files of other ids are listed as ignored, results of
+another command as stale, failed or timed-out runs as not ok; none of them enters a number.
+
+Per run (control suites):
 - Final return: mean episodic return of the last 10% of the run's training episodes (at least
   one episode). Training episodes use the stochastic policy.
 - Eval return: mean return of the deterministic evaluation of the saved model (eval/episodic_return,
@@ -18,37 +23,70 @@ Metrics (control suites), per run, then mean +- std (ddof=0) over the seeds of a
   [0, budget] is cut into 100 equal bins; each bin holds the mean return of the episodes that
   ended in it, empty bins are linearly interpolated from their neighbours, and the AUC is the
   mean over the bins. It rewards learning early as well as ending high.
-- Seeds: number of runs with status "ok"; failed or timed-out runs are listed under the table
-  and left out of every number.
 LLM suites: for every eval/* tag, the final value (last evaluation) and its AUC over completions.
+
+Over seeds: the mean and a 95% percentile-bootstrap CI (the seeds resampled with replacement,
+fixed random seed, so the table is reproducible). With 2-3 seeds such an interval cannot leave
+the range of the seeds: read it as their spread, not as a guarantee.
+
+Across tasks (rliable; Agarwal et al., "Deep RL at the Edge of the Statistical Precipice",
+NeurIPS 2021): each run's AUC and final return is divided by the baseline setting's mean on
+that task (--baseline, default ppo; a task where that mean is <= 0 is left out), then IQM and
+mean with stratified bootstrap CIs (runs resampled within each task), the probability of
+improvement P(setting > baseline) with its CI, and performance profiles (fraction of runs with
+a normalised score above tau).
+
+Diagnostics, per task x setting: the median over iterations of each logged optimisation scalar
+(losses/approx_kl, ratio_variance, clipfrac or would_clip_frac, lambda, ess), then the mean over
+seeds.
 
 Usage:
     python -m benchmark.report --suite control-pilot
+    python -m benchmark.report --suite control-sweep --baseline ppo --bootstrap-reps 2000
 """
 
-import json
 import math
-import sys
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import tyro
 
-from benchmark.suites import SUITES
+from benchmark.run import expand_suite, get_suite, is_done, load_result, result_path
+from benchmark.suites import Suite
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_RESULTS_DIR = "benchmark/results"
+DEFAULT_BASELINE = "ppo"
+DEFAULT_BOOTSTRAP_REPS = 2000
 FINAL_FRACTION = 0.1
 GRID_BINS = 100
+CONFIDENCE = 0.95
+BOOTSTRAP_SEED = 0
+PROFILE_POINTS = 101
+FINAL_COLUMN = "Final return (last 10% of episodes)"
+EVAL_COLUMN = "Eval return (deterministic)"
+AUC_COLUMN = "AUC (mean return over training)"
+DIAGNOSTIC_TAGS = (
+    "losses/approx_kl",
+    "losses/ratio_variance",
+    "losses/clipfrac",
+    "losses/would_clip_frac",
+    "losses/lambda",
+    "losses/ess",
+)
 
 
 @dataclass
 class Args:
     suite: str
     """name of the suite whose results to summarise"""
-    results_dir: str = "benchmark/results"
+    results_dir: str = DEFAULT_RESULTS_DIR
     """where the result files are (relative to the repository root, or absolute)"""
+    baseline: str = DEFAULT_BASELINE
+    """setting whose mean on each task normalises the scores of the aggregates across tasks"""
+    bootstrap_reps: int = DEFAULT_BOOTSTRAP_REPS
+    """bootstrap resamples behind every confidence interval"""
     plots: bool = True
     """also write the PNG plots"""
 
@@ -73,126 +111,128 @@ def binned_curve(curve: list, budget: float, bins: int = GRID_BINS) -> np.ndarra
     return np.interp(centers, centers[filled], sums[filled] / counts[filled])
 
 
-def mean_std(values: list) -> str:
-    values = [v for v in values if v is not None]
-    if not values:
-        return "-"
-    return f"{np.mean(values):.1f} ± {np.std(values):.1f}"
+def area_under_curve(curve: list, budget: float) -> float:
+    """The mean of the binned curve: the normalised area under it."""
+    return float(binned_curve(curve, budget).mean())
 
 
-def mean_std_fraction(values: list) -> str:
-    """Like mean_std, for values in [0, 1] such as accuracies (3 decimals)."""
-    values = [v for v in values if v is not None]
-    if not values:
-        return "-"
-    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+def bootstrap_mean_ci(values, reps: int = DEFAULT_BOOTSTRAP_REPS, seed: int = BOOTSTRAP_SEED):
+    """(mean, low, high) over the first axis (seeds): the mean and its 95% percentile-bootstrap interval.
+
+    Works elementwise on the other axes, e.g. on (seeds x bins) learning curves.
+    """
+    values = np.asarray(values, dtype=float)
+    resampled = np.random.default_rng(seed).integers(0, len(values), size=(reps, len(values)))
+    means = values[resampled].mean(axis=1)
+    low, high = np.percentile(means, [50 * (1 - CONFIDENCE), 50 * (1 + CONFIDENCE)], axis=0)
+    return values.mean(axis=0), low, high
+
+
+def probability_of_improvement(scores_x: np.ndarray, scores_y: np.ndarray) -> np.ndarray:
+    """P(X > Y) per task (ties count half), averaged over tasks: rliable's metric, vectorised.
+
+    rliable's own version calls scipy's Mann-Whitney U once per task and resample, about 50x
+    slower; U / (n_x n_y) is exactly this pairwise count. Scores are (runs x tasks).
+    """
+    x, y = scores_x[:, None, :], scores_y[None, :, :]  # [runs_x, 1, tasks], [1, runs_y, tasks]
+    per_task = ((x > y) + 0.5 * (x == y)).mean(axis=(0, 1))
+    return np.array([per_task.mean()])
 
 
 # --------------------------------------------------------------------------- loading
-def load_results(suite_dir: Path) -> list[dict]:
+@dataclass
+class SuiteResults:
+    """The result files of a suite, sorted by what the report does with them."""
+
+    groups: dict[str, dict[str, list[dict]]]
+    """{task: {setting: [counted results, by seed]}}, in the suite's order, only non-empty groups"""
+    not_ok: list[dict]
+    """results of defined runs that failed or timed out"""
+    stale: list[str]
+    """defined run ids whose "ok" result was made by another command than the suite's"""
+    invalid: list[str]
+    """defined run ids whose file is unreadable or not a result (warned about when loading)"""
+    missing: list[str]
+    """defined run ids without a result file"""
+    ignored: list[str]
+    """result files of run ids the suite does not define"""
+
+    @property
+    def counted(self) -> list[dict]:
+        return [r for settings in self.groups.values() for runs in settings.values() for r in runs]
+
+
+def collect_results(suite: Suite, suite_dir: Path) -> SuiteResults:
     if not suite_dir.is_dir():
-        if suite_dir.name not in SUITES:
-            raise SystemExit(f"error: unknown suite {suite_dir.name!r} (no {suite_dir}); suites: {', '.join(SUITES)}")
-        raise SystemExit(f"error: no results yet in {suite_dir}; run: python -m benchmark.run --suite {suite_dir.name}")
-    results = []
-    for path in sorted(suite_dir.glob("*.json")):
-        try:
-            results.append(json.loads(path.read_text()))
-        except ValueError:
-            print(f"warning: skipping unreadable result file {path}", file=sys.stderr)
-    if not results:
-        raise SystemExit(f"error: no result files in {suite_dir}")
-    return results
+        raise SystemExit(f"error: no results yet in {suite_dir}; run: python -m benchmark.run --suite {suite.name}")
+    runs = expand_suite(suite)
+    groups = {task.name: {setting.label: [] for setting in suite.settings} for task in suite.tasks}
+    collected = SuiteResults(groups, [], [], [], [], [])
+    for run in runs:
+        path = result_path(suite_dir.parent, suite.name, run.run_id)
+        result = load_result(path)
+        if is_done(result, run):
+            groups[run.task][run.setting].append(result)
+        elif result is not None and result["status"] == "ok":
+            collected.stale.append(run.run_id)
+        elif result is not None:
+            collected.not_ok.append(result)
+        else:
+            (collected.invalid if path.exists() else collected.missing).append(run.run_id)
+    defined = {f"{run.run_id}.json" for run in runs}
+    collected.ignored = sorted(path.name for path in suite_dir.glob("*.json") if path.name not in defined)
+    collected.groups = {
+        task: {setting: runs for setting, runs in settings.items() if runs}
+        for task, settings in groups.items()
+        if any(settings.values())
+    }
+    if not collected.groups:
+        raise SystemExit(
+            f"error: no done run of suite {suite.name} in {suite_dir}; see python -m benchmark.run --dry-run"
+        )
+    return collected
 
 
-def definition_order(suite: str) -> tuple[list[str], list[str]]:
-    """Task and setting names in the order the suite lists them (empty for an unknown suite)."""
-    if suite not in SUITES:
-        return [], []
-    return [task.name for task in SUITES[suite].tasks], [setting.label for setting in SUITES[suite].settings]
-
-
-def group_runs(results: list[dict]) -> dict[str, dict[str, list[dict]]]:
-    """{task: {setting: [ok results]}}, in the suite's order (names it does not list come last)."""
-    task_order, setting_order = definition_order(results[0]["suite"]) if results else ([], [])
-
-    def rank(order: list[str], name: str) -> tuple[int, str]:
-        return (order.index(name) if name in order else len(order), name)
-
-    ok = [r for r in results if r.get("status") == "ok"]
-    ok.sort(key=lambda r: (rank(task_order, r["task"]), rank(setting_order, r["setting"]), r["seed"]))
-    groups: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
-    for result in ok:
-        groups[result["task"]][result["setting"]].append(result)
-    return groups
-
-
-def task_budget(runs: list[dict], curve_of) -> float:
+def task_budget(suite: Suite, runs: list[dict], curve_of) -> float:
     """The common step axis of a task: the suite's budget, else the largest step logged."""
-    budgets = [run["total_timesteps"] for run in runs if run.get("total_timesteps")]
-    if budgets:
-        return float(max(budgets))
+    if suite.total_timesteps:
+        return float(suite.total_timesteps)
     return float(max((step for run in runs for step, _ in curve_of(run)), default=1.0)) or 1.0
 
 
-def llm_tags(results: list[dict]) -> list[str]:
-    return sorted({tag for result in results for tag in result.get("scalars", {}) if tag.startswith("eval/")})
+def eval_tags(results: list[dict]) -> list[str]:
+    """The eval/* tags of LLM runs (accuracy, completion length, ...)."""
+    return sorted({tag for result in results for tag in result["scalars"] if tag.startswith("eval/")})
+
+
+def run_values(suite: Suite, settings: dict[str, list[dict]]) -> dict[str, dict[str, list]]:
+    """{column: {setting: [value per run]}}: the per-run numbers of one task's table rows."""
+    runs = [r for rs in settings.values() for r in rs]
+    if suite.kind == "llm":
+        columns = {}
+        for tag in eval_tags(runs):
+            budget = task_budget(suite, runs, lambda r, tag=tag: r["scalars"].get(tag, []))
+            curves = {s: [r["scalars"][tag] for r in rs if r["scalars"].get(tag)] for s, rs in settings.items()}
+            columns[f"final {tag}"] = {s: [curve[-1][1] for curve in cs] for s, cs in curves.items()}
+            columns[f"AUC {tag}"] = {s: [area_under_curve(curve, budget) for curve in cs] for s, cs in curves.items()}
+        return columns
+    budget = task_budget(suite, runs, lambda r: r["curve"])
+    return {
+        FINAL_COLUMN: {s: [final_return(r["curve"]) for r in rs] for s, rs in settings.items()},
+        EVAL_COLUMN: {s: [r["eval_mean"] for r in rs if r.get("eval_mean") is not None] for s, rs in settings.items()},
+        AUC_COLUMN: {s: [area_under_curve(r["curve"], budget) for r in rs] for s, rs in settings.items()},
+    }
 
 
 # --------------------------------------------------------------------------- table
-def header_line(suite: str, results: list[dict]) -> str:
-    budgets = sorted({r["total_timesteps"] for r in results if r.get("total_timesteps")})
-    budget = ", ".join(f"{b:,}" for b in budgets) + " steps per run" if budgets else "the script's default budget"
-    seeds = sorted({r["seed"] for r in results})
-    commits = sorted({r.get("git_commit", "unknown")[:10] for r in results})
-    return (
-        f"Suite `{suite}`: budget {budget}, seeds {seeds}, commit {', '.join(commits)}. "
-        f"Produced by `python -m benchmark.run --suite {suite}` then `python -m benchmark.report --suite {suite}`."
-    )
-
-
-def control_rows(groups) -> tuple[list[str], list[list[str]]]:
-    columns = [
-        "Task",
-        "Setting",
-        "Final return (last 10% of episodes)",
-        "Eval return (deterministic)",
-        "AUC (mean return over training)",
-        "Seeds",
-    ]
-    rows = []
-    for task, settings in groups.items():
-        budget = task_budget([r for runs in settings.values() for r in runs], lambda r: r["curve"])
-        for setting, runs in settings.items():
-            with_curve = [r for r in runs if r["curve"]]
-            rows.append(
-                [
-                    task,
-                    setting,
-                    mean_std([final_return(r["curve"]) for r in with_curve]),
-                    mean_std([r.get("eval_mean") for r in runs]),
-                    mean_std([float(binned_curve(r["curve"], budget).mean()) for r in with_curve]),
-                    str(len(runs)),
-                ]
-            )
-    return columns, rows
-
-
-def llm_rows(groups, tags: list[str]) -> tuple[list[str], list[list[str]]]:
-    columns = ["Task", "Setting"] + [f"{kind} {tag}" for tag in tags for kind in ("final", "AUC")] + ["Seeds"]
-    rows = []
-    for task, settings in groups.items():
-        for setting, runs in settings.items():
-            row = [task, setting]
-            for tag in tags:
-                curves = [r["scalars"][tag] for r in runs if r.get("scalars", {}).get(tag)]
-                budget = task_budget(
-                    [r for rs in settings.values() for r in rs], lambda r, tag=tag: r.get("scalars", {}).get(tag, [])
-                )
-                row.append(mean_std_fraction([curve[-1][1] for curve in curves]))
-                row.append(mean_std_fraction([float(binned_curve(curve, budget).mean()) for curve in curves]))
-            rows.append(row + [str(len(runs))])
-    return columns, rows
+def format_estimate(values: list, reps: int, digits: int) -> str:
+    """The mean over seeds with its bootstrap CI, as "mean [low, high]"; one value has no interval; no value: "-"."""
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    mean, low, high = bootstrap_mean_ci(values, reps)
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
 def markdown_table(columns: list[str], rows: list[list[str]]) -> str:
@@ -201,103 +241,363 @@ def markdown_table(columns: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def build_table(suite: str, results: list[dict]) -> str:
-    """The whole table.md text: header line, table, definitions, and runs left out."""
-    groups = group_runs(results)
-    kind = results[0].get("kind", "control")
-    if kind == "llm":
-        columns, rows = llm_rows(groups, llm_tags(results))
+def per_task_table(suite: Suite, groups, reps: int) -> str:
+    digits = 3 if suite.kind == "llm" else 1
+    values = {task: run_values(suite, settings) for task, settings in groups.items()}
+    columns = list(dict.fromkeys(column for by_column in values.values() for column in by_column))  # LLM: tags differ
+    rows = []
+    for task, settings in groups.items():
+        for setting, runs in settings.items():
+            cells = [format_estimate(values[task].get(c, {}).get(setting, []), reps, digits) for c in columns]
+            rows.append([task, setting, *cells, str(len(runs))])
+    return markdown_table(["Task", "Setting", *columns, "Seeds"], rows)
+
+
+def diagnostics_table(groups) -> str:
+    """Median over iterations of each run's optimisation scalars, then the mean over its seeds."""
+    runs = [r for settings in groups.values() for rs in settings.values() for r in rs]
+    tags = [tag for tag in DIAGNOSTIC_TAGS if any(r["scalars"].get(tag) for r in runs)]
+    if not tags:
+        return "No losses/* diagnostics in these result files."
+    rows = []
+    for task, settings in groups.items():
+        for setting, runs in settings.items():
+            cells = []
+            for tag in tags:
+                medians = [np.median([value for _, value in r["scalars"][tag]]) for r in runs if r["scalars"].get(tag)]
+                cells.append(f"{np.mean(medians):.4g}" if medians else "-")
+            rows.append([task, setting, *cells])
+    return markdown_table(["Task", "Setting", *[tag.removeprefix("losses/") for tag in tags]], rows)
+
+
+def header_line(suite: Suite, collected: SuiteResults, command: str) -> str:
+    counted = collected.counted
+    budget = f"{suite.total_timesteps:,} steps per run" if suite.total_timesteps else "the script's default budget"
+    seeds = ", ".join(str(seed) for seed in sorted({r["seed"] for r in counted}))
+    commits = ", ".join(sorted({r.get("git_commit", "unknown")[:10] for r in counted}))
+    total = len(expand_suite(suite))
+    return (
+        f"Suite `{suite.name}`: budget {budget}; seeds {seeds} ({len(counted)} of the suite's {total} runs counted); "
+        f"commits {commits}. Made by `python -m benchmark.run --suite {suite.name}` then `{command}`."
+    )
+
+
+def left_out_lines(collected: SuiteResults, suite: Suite) -> list[str]:
+    lines = []
+    if collected.not_ok:
+        lines.append("Not ok, left out: " + ", ".join(f"{r['run_id']} ({r['status']})" for r in collected.not_ok))
+    if collected.stale:
+        lines.append(
+            "Stale (made by another command than the suite's now), left out and rerun by "
+            f"`python -m benchmark.run --suite {suite.name}`: " + ", ".join(collected.stale)
+        )
+    if collected.invalid:
+        lines.append("Not a result file (unreadable or wrong shape), left out: " + ", ".join(collected.invalid))
+    if collected.missing:
+        lines.append(f"Not run yet ({len(collected.missing)}): " + ", ".join(collected.missing))
+    if collected.ignored:
+        lines.append("Ignored (run ids this suite does not define): " + ", ".join(collected.ignored))
+    return lines
+
+
+# --------------------------------------------------------------------------- aggregates across tasks (rliable)
+@dataclass
+class Aggregates:
+    """One metric's aggregates across tasks, every score divided by the baseline's mean on its task."""
+
+    metric: str
+    tasks: list[str]
+    left_out_tasks: list[str]
+    scores: dict[str, np.ndarray]
+    """{setting: [runs x tasks]} normalised scores"""
+    iqm_mean: dict[str, np.ndarray]
+    """{setting: [IQM, mean]}"""
+    iqm_mean_ci: dict[str, np.ndarray]
+    """{setting: [[low IQM, low mean], [high IQM, high mean]]}"""
+    improvement: dict[str, float]
+    """{setting: P(setting > baseline)}, settings other than the baseline"""
+    improvement_ci: dict[str, np.ndarray]
+    taus: np.ndarray
+    profiles: dict[str, np.ndarray]
+    profile_cis: dict[str, np.ndarray]
+
+
+def normalised_scores(per_task: dict[str, dict[str, list[float]]], baseline: str):
+    """({setting: [runs x tasks]}, tasks used, tasks left out): scores divided by the baseline's mean per task.
+
+    per_task: {task: {setting: [score per seed]}}. A task is used when every setting has a run
+    on it and the baseline's mean is > 0 (dividing by a mean <= 0 would flip or explode the
+    scale); each setting keeps, on every used task, as many runs (its first seeds) as it has on
+    all of them: rliable needs a rectangular array per setting.
+    """
+    settings = list(dict.fromkeys(s for by_setting in per_task.values() for s in by_setting))
+    tasks, left_out = [], []
+    for task, by_setting in per_task.items():
+        if all(by_setting.get(s) for s in settings) and np.mean(by_setting[baseline]) > 0:
+            tasks.append(task)
+        else:
+            left_out.append(task)
+    scores = {}
+    for setting in settings:
+        runs = min((len(per_task[task][setting]) for task in tasks), default=0)
+        scores[setting] = np.array(
+            [[per_task[task][setting][i] / np.mean(per_task[task][baseline]) for task in tasks] for i in range(runs)]
+        )
+    return scores, tasks, left_out
+
+
+def aggregate(metric: str, per_task: dict, baseline: str, reps: int) -> Aggregates:
+    from rliable import library, metrics  # heavy (arch, pandas, statsmodels): imported only to aggregate
+
+    scores, tasks, left_out = normalised_scores(per_task, baseline)
+
+    def iqm_and_mean(score_matrix):
+        return np.array([metrics.aggregate_iqm(score_matrix), metrics.aggregate_mean(score_matrix)])
+
+    # rliable resamples with numpy's global generator: seed it before each call, for a reproducible table.
+    np.random.seed(BOOTSTRAP_SEED)
+    iqm_mean, iqm_mean_ci = library.get_interval_estimates(scores, iqm_and_mean, reps=reps)
+    pairs = {setting: (scores[setting], scores[baseline]) for setting in scores if setting != baseline}
+    np.random.seed(BOOTSTRAP_SEED)
+    improvement, improvement_ci = library.get_interval_estimates(pairs, probability_of_improvement, reps=reps)
+    all_scores = np.concatenate([s.ravel() for s in scores.values()])
+    taus = np.linspace(min(0.0, all_scores.min()), all_scores.max(), PROFILE_POINTS)
+    np.random.seed(BOOTSTRAP_SEED)
+    profiles, profile_cis = library.create_performance_profile(scores, taus, reps=reps)
+    return Aggregates(
+        metric,
+        tasks,
+        left_out,
+        scores,
+        iqm_mean,
+        iqm_mean_ci,
+        {setting: float(value[0]) for setting, value in improvement.items()},
+        improvement_ci,
+        taus,
+        profiles,
+        profile_cis,
+    )
+
+
+def control_aggregates(suite: Suite, groups, baseline: str, reps: int) -> list[Aggregates]:
+    """AUC and final-return aggregates, when there is something to aggregate (else an empty list)."""
+    settings = {s for by_setting in groups.values() for s in by_setting}
+    if suite.kind != "control" or len(groups) < 2 or len(settings) < 2 or baseline not in settings:
+        return []
+    per_task_values = {task: run_values(suite, by_setting) for task, by_setting in groups.items()}
+    found = []
+    for metric, column in (("AUC", AUC_COLUMN), ("final return", FINAL_COLUMN)):
+        per_task = {task: values[column] for task, values in per_task_values.items()}
+        if len(normalised_scores(per_task, baseline)[1]) >= 2:
+            found.append(aggregate(metric, per_task, baseline, reps))
+    return found
+
+
+def interval_text(point: float, low: float, high: float, runs: int) -> str:
+    return f"{point:.2f}" if runs < 2 else f"{point:.2f} [{low:.2f}, {high:.2f}]"
+
+
+def aggregates_section(found: list[Aggregates], baseline: str, reps: int) -> str:
+    lines = [
+        f"Across tasks (rliable): every run's score divided by the mean of `{baseline}` on its task; IQM and mean "
+        f"with 95% stratified bootstrap CIs ({reps} resamples of the runs within each task), probability of "
+        f"improvement P(setting > {baseline}) with its CI. Performance profiles: aggregates.png.",
+        "",
+    ]
+    rows = []
+    for agg in found:
+        for setting, scores in agg.scores.items():
+            runs = scores.shape[0]
+            (iqm, mean), ((iqm_low, mean_low), (iqm_high, mean_high)) = agg.iqm_mean[setting], agg.iqm_mean_ci[setting]
+            improvement = "-"
+            if setting in agg.improvement:
+                low, high = agg.improvement_ci[setting][:, 0]
+                improvement = interval_text(agg.improvement[setting], low, high, runs)
+            cells = [interval_text(iqm, iqm_low, iqm_high, runs), interval_text(mean, mean_low, mean_high, runs)]
+            rows.append([agg.metric, setting, *cells, improvement, f"{len(agg.tasks)} x {runs}"])
+    columns = ["Metric", "Setting", "IQM [95% CI]", "Mean [95% CI]", f"P(setting > {baseline}) [95% CI]"]
+    lines.append(markdown_table([*columns, "Tasks x runs"], rows))
+    for agg in found:
+        if agg.left_out_tasks:
+            lines.append(
+                f"{agg.metric}: left out {', '.join(agg.left_out_tasks)} "
+                f"(a setting without runs there, or a {baseline} mean <= 0)."
+            )
+    return "\n".join(lines)
+
+
+def report_command(args: Args) -> str:
+    command = f"python -m benchmark.report --suite {args.suite}"
+    if args.baseline != DEFAULT_BASELINE:
+        command += f" --baseline {args.baseline}"
+    if args.bootstrap_reps != DEFAULT_BOOTSTRAP_REPS:
+        command += f" --bootstrap-reps {args.bootstrap_reps}"
+    if args.results_dir != DEFAULT_RESULTS_DIR:
+        command += f" --results-dir {args.results_dir}"
+    return command
+
+
+def build_table(args: Args, suite: Suite, collected: SuiteResults, found: list[Aggregates]) -> str:
+    """The whole table.md text: header, per-task table, aggregates, diagnostics, runs left out."""
+    if suite.kind == "llm":
         note = (
-            "final = last evaluation; AUC = mean over 100 equal bins of completions generated; mean ± std over seeds."
+            "final = last evaluation; AUC = mean over 100 equal bins of completions generated; "
+            "mean over seeds [95% percentile-bootstrap CI]."
         )
     else:
-        columns, rows = control_rows(groups)
         note = (
             "Final return = mean of the last 10% of training episodes; eval = deterministic evaluation of the saved "
-            "model; AUC = mean return over 100 equal step bins of the budget; mean ± std over seeds (ddof=0)."
+            "model; AUC = mean return over 100 equal step bins of the budget. Mean over seeds "
+            f"[95% percentile-bootstrap CI, {args.bootstrap_reps} resamples, fixed seed]; with 2-3 seeds the interval "
+            "is the seeds' spread, not a guarantee."
         )
-    text = [header_line(suite, results), "", markdown_table(columns, rows), "", note]
-    left_out = [r for r in results if r.get("status") != "ok"]
+    text = [
+        header_line(suite, collected, report_command(args)),
+        "",
+        per_task_table(suite, collected.groups, args.bootstrap_reps),
+        "",
+        note,
+    ]
+    if found:
+        text += ["", aggregates_section(found, args.baseline, args.bootstrap_reps)]
+    elif suite.kind == "control" and len(suite.tasks) > 1 and len(suite.settings) > 1:
+        text += [
+            "",
+            "No aggregates across tasks yet: they need 2 tasks on which every setting has a counted run "
+            f"and the {args.baseline} mean is > 0.",
+        ]
+    text += [
+        "",
+        "Diagnostics: median over the iterations of each run, then mean over seeds.",
+        "",
+        diagnostics_table(collected.groups),
+    ]
+    left_out = left_out_lines(collected, suite)
     if left_out:
-        text.append("Left out (not ok): " + ", ".join(f"{r['run_id']} ({r.get('status')})" for r in left_out))
+        text += [""] + left_out
     return "\n".join(text) + "\n"
 
 
 # --------------------------------------------------------------------------- plots
-def plot_curves(path: Path, title: str, xlabel: str, ylabel: str, curves_by_setting: dict, budget: float) -> None:
-    """One line per setting: mean over seeds of the binned curves, shaded +-std band."""
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot_curve_band(axis, curves: list, budget: float, label: str, reps: int) -> None:
+    """Mean over seeds of the binned curves, with a 95% bootstrap band when there are 2 seeds or more."""
     edges = np.linspace(0.0, budget, GRID_BINS + 1)
     centers = (edges[:-1] + edges[1:]) / 2
-    figure, axis = plt.subplots(figsize=(6.4, 4.2))
-    for setting, curves in curves_by_setting.items():
-        curves = [curve for curve in curves if curve]
-        if not curves:
-            continue
-        binned = np.stack([binned_curve(curve, budget) for curve in curves])
-        mean, std = binned.mean(axis=0), binned.std(axis=0)
-        axis.plot(centers, mean, label=f"{setting} (n={len(curves)})")
-        axis.fill_between(centers, mean - std, mean + std, alpha=0.2)
-    axis.set_title(title)
-    axis.set_xlabel(xlabel)
-    axis.set_ylabel(ylabel)
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
+    mean, low, high = bootstrap_mean_ci(np.stack([binned_curve(curve, budget) for curve in curves]), reps)
+    (line,) = axis.plot(centers, mean, label=f"{label} (n={len(curves)})")
+    if len(curves) > 1:
+        axis.fill_between(centers, low, high, alpha=0.2, color=line.get_color())
+
+
+def write_curves(path: Path, suite: Suite, groups, reps: int) -> None:
+    """One panel per task (LLM: per task and eval/* tag), one line per setting."""
+    panels = []  # (title, ylabel, {setting: curves}, budget)
+    for task, settings in groups.items():
+        runs = [r for rs in settings.values() for r in rs]
+        if suite.kind == "llm":
+            for tag in eval_tags(runs):
+                budget = task_budget(suite, runs, lambda r, tag=tag: r["scalars"].get(tag, []))
+                curves = {s: [r["scalars"][tag] for r in rs if r["scalars"].get(tag)] for s, rs in settings.items()}
+                panels.append((f"{task}: {tag}", tag, curves, budget))
+        else:
+            curves = {s: [r["curve"] for r in rs] for s, rs in settings.items()}
+            panels.append((task, "episodic return (training)", curves, task_budget(suite, runs, lambda r: r["curve"])))
+    plt = pyplot()
+    columns = min(5, len(panels))
+    rows = math.ceil(len(panels) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 2.9 * rows), squeeze=False)
+    for axis, (title, ylabel, curves, budget) in zip(axes.flat, panels):
+        for setting, setting_curves in curves.items():
+            if setting_curves:
+                plot_curve_band(axis, setting_curves, budget, setting, reps)
+        axis.set_title(title, fontsize=9)
+        axis.set_xlabel("completions generated" if suite.kind == "llm" else "global step", fontsize=8)
+        axis.set_ylabel(ylabel, fontsize=8)
+        axis.tick_params(labelsize=7)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=6)
+    for axis in axes.flat[len(panels) :]:
+        axis.set_visible(False)
+    figure.suptitle(f"{suite.name}: mean over seeds, 95% bootstrap band", fontsize=10)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=110)
     plt.close(figure)
 
 
-def safe_name(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-._" else "_" for c in text)
+def plot_intervals(axis, rows: dict[str, tuple[float, float, float]], colors: dict[str, str], title: str) -> None:
+    """One row per setting: the point estimate as a dot, its 95% CI as a bar (visible even when empty)."""
+    for row, (setting, (point, low, high)) in enumerate(rows.items()):
+        axis.errorbar(point, row, xerr=[[point - low], [high - point]], fmt="o", capsize=4, color=colors[setting])
+    axis.set_yticks(range(len(rows)), list(rows), fontsize=7)
+    axis.set_ylim(-0.5, len(rows) - 0.5)
+    axis.set_title(title, fontsize=9)
+    axis.tick_params(axis="x", labelsize=7)
+    axis.grid(axis="x", alpha=0.3)
 
 
-def write_plots(suite: str, suite_dir: Path, results: list[dict]) -> list[Path]:
-    groups = group_runs(results)
-    paths = []
-    if results[0].get("kind", "control") == "llm":
-        tags = llm_tags(results)
-        accuracy_tags = [tag for tag in tags if "accuracy" in tag]
-        for task, settings in groups.items():
-            for tag in tags:
-                curves = {s: [r["scalars"].get(tag, []) for r in runs] for s, runs in settings.items()}
-                budget = task_budget(
-                    [r for rs in settings.values() for r in rs], lambda r, tag=tag: r["scalars"].get(tag, [])
-                )
-                path = suite_dir / f"{safe_name(task)}__{safe_name(tag)}.png"
-                plot_curves(path, f"{suite}: {task}", "completions generated", tag, curves, budget)
-                paths.append(path)
-                if accuracy_tags and tag == accuracy_tags[0]:
-                    prefix = "" if len(groups) == 1 else f"{safe_name(task)}__"
-                    path = suite_dir / f"{prefix}accuracy_vs_completions.png"
-                    plot_curves(path, f"{suite}: {task}, {tag}", "completions generated", tag, curves, budget)
-                    paths.append(path)
-    else:
-        for task, settings in groups.items():
-            runs = [r for rs in settings.values() for r in rs]
-            budget = task_budget(runs, lambda r: r["curve"])
-            curves = {setting: [r["curve"] for r in rs] for setting, rs in settings.items()}
-            path = suite_dir / f"{safe_name(task)}.png"
-            plot_curves(path, f"{suite}: {task}", "global step", "episodic return (training)", curves, budget)
-            paths.append(path)
-    return paths
+def write_aggregates(path: Path, suite: Suite, found: list[Aggregates], baseline: str) -> None:
+    """Per metric (row): IQM, mean, probability of improvement, performance profile."""
+    plt = pyplot()
+    settings = list(found[0].scores)
+    colors = {setting: f"C{index}" for index, setting in enumerate(settings)}  # the same color in every panel
+    height = 0.35 * len(settings) + 2.2
+    figure, axes = plt.subplots(len(found), 4, figsize=(17, height * len(found)), squeeze=False)
+    for (iqm_axis, mean_axis, improvement_axis, profile_axis), agg in zip(axes, found):
+        for index, (axis, name) in enumerate(((iqm_axis, "IQM"), (mean_axis, "mean"))):
+            rows = {s: (agg.iqm_mean[s][index], *agg.iqm_mean_ci[s][:, index]) for s in settings}
+            plot_intervals(axis, rows, colors, f"{agg.metric}: {name}, normalised by {baseline}")
+        rows = {s: (agg.improvement[s], *agg.improvement_ci[s][:, 0]) for s in agg.improvement}
+        plot_intervals(improvement_axis, rows, colors, f"{agg.metric}: P(setting > {baseline})")
+        improvement_axis.set_xlim(-0.02, 1.02)
+        improvement_axis.axvline(0.5, color="grey", linestyle="--", linewidth=1)
+        for setting in settings:
+            profile_axis.plot(agg.taus, agg.profiles[setting], label=setting, color=colors[setting])
+            low, high = agg.profile_cis[setting]
+            profile_axis.fill_between(agg.taus, low, high, alpha=0.15, color=colors[setting])
+        profile_axis.set_title(f"{agg.metric}: performance profile", fontsize=9)
+        profile_axis.set_xlabel(f"normalised score tau (x {baseline} mean)", fontsize=8)
+        profile_axis.set_ylabel("fraction of runs > tau", fontsize=8)
+        profile_axis.tick_params(labelsize=7)
+        profile_axis.grid(alpha=0.3)
+        profile_axis.legend(fontsize=6)
+    figure.suptitle(f"{suite.name}: aggregates over {len(found[0].tasks)} tasks (rliable, 95% CIs)", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
 
 
 def main(args: Args) -> None:
+    suite = get_suite(args.suite)
+    if args.bootstrap_reps < 1:
+        raise SystemExit("error: --bootstrap-reps must be at least 1")
+    labels = [setting.label for setting in suite.settings]
+    if suite.kind == "control" and len(labels) > 1 and args.baseline not in labels:
+        raise SystemExit(f"error: --baseline {args.baseline!r} is not a setting of {suite.name}: {', '.join(labels)}")
     results_root = Path(args.results_dir) if Path(args.results_dir).is_absolute() else REPO_ROOT / args.results_dir
-    suite_dir = results_root / args.suite
-    results = load_results(suite_dir)
-    table = build_table(args.suite, results)
+    suite_dir = results_root / suite.name
+    collected = collect_results(suite, suite_dir)
+    found = control_aggregates(suite, collected.groups, args.baseline, args.bootstrap_reps)
+    table = build_table(args, suite, collected, found)
     (suite_dir / "table.md").write_text(table)
     print(table, end="")
+    written = [suite_dir / "table.md"]
     if args.plots:
-        for path in write_plots(args.suite, suite_dir, results):
-            print(f"wrote {path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path}")
-    print(f"wrote {suite_dir / 'table.md'}")
+        write_curves(suite_dir / "curves.png", suite, collected.groups, args.bootstrap_reps)
+        written.append(suite_dir / "curves.png")
+        if found:
+            write_aggregates(suite_dir / "aggregates.png", suite, found, args.baseline)
+            written.append(suite_dir / "aggregates.png")
+    for path in written:
+        print(f"wrote {path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path}")
 
 
 if __name__ == "__main__":

@@ -16,19 +16,31 @@ tensorboard event file is read and one small JSON file is written atomically:
       scalars:      {tag: [[step, value], ...]} for every other charts/*, losses/* and eval/* tag
       stderr_tail:  last lines of stderr (status != "ok" only)
 
-Resume: a run whose result file exists with status "ok" is skipped; "failed" and "timeout" runs
-are run again (their old work directory is wiped first). A failing run is recorded and the other
-runs go on; the runner's exit code is 1 if any run of this invocation did not finish "ok".
-Ctrl-C / SIGTERM stops all children and records nothing for the interrupted runs.
+A run is *done* only when its result file has status "ok" and its recorded command (script,
+budget, every flag) equals the command the suite makes now. After a suite is edited, its old
+results are *stale*: listed as such, run again, and their files replaced. A result file that is
+unreadable or not shaped like a result is ignored with a one-line warning (the run is pending).
+"failed" and "timeout" runs are run again (their old work directory is wiped first). A suite
+with `reuse_from` copies another suite's done result of the same run id and command.
+
+Runs are started and watched from the runner's main thread. Each child asks the kernel (Linux,
+prctl PR_SET_PDEATHSIG) to kill it when the runner dies, so even a SIGKILLed runner leaves no
+child training on unrecorded; Ctrl-C / SIGTERM stop all children and record nothing for the
+interrupted runs. A run holds a lock (`benchmark/work/<suite>/<run_id>.lock`, flock) while it
+trains: a second runner skips it ("running elsewhere") instead of sharing its work directory.
+A failing run is recorded and the other runs go on; the runner's exit code is 1 if any run of
+this invocation did not finish "ok".
 
 Usage (from the repository root):
     python -m benchmark.run --suite control-sweep                 # all pending runs, one per core
-    python -m benchmark.run --suite control-sweep --dry-run       # list runs, status and commands
+    python -m benchmark.run --suite control-sweep --dry-run       # runs, state and commands
     python -m benchmark.run --suite control-reduced --tasks Hopper-v5 --filter '*__ppo__*'
     python -m benchmark.run --suite control-full --print-commands > runs.txt   # for a cluster
     python -m benchmark.run --suite control-full --only Hopper-v5__ppo__s1     # one run by id
 """
 
+import ctypes
+import fcntl
 import fnmatch
 import json
 import os
@@ -40,7 +52,6 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +63,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RESULTS_DIR = "benchmark/results"
 DEFAULT_WORK_DIR = "benchmark/work"
 STDERR_TAIL_CHARS = 4000
+POLL_SECONDS = 0.2
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+# What the runner and the report read from a result file; a file without them is not a result.
+RESULT_FIELD_TYPES = {"run_id": str, "status": str, "command": str, "seed": int, "curve": list, "scalars": dict}
 
 
 @dataclass
@@ -65,7 +80,7 @@ class Args:
     dry_run: bool = False
     """list the runs, their status and training commands, then exit"""
     print_commands: bool = False
-    """print one runner command per unfinished run (one line each, for Slurm arrays / GNU parallel), then exit"""
+    """print one shell line per run not done (runs from any directory; for Slurm arrays / GNU parallel), then exit"""
     only: str | None = None
     """run exactly this run id (the cluster path: one result file per array task)"""
     tasks: tuple[str, ...] = ()
@@ -73,7 +88,7 @@ class Args:
     filter: tuple[str, ...] = ()
     """restrict to run ids matching any of these glob patterns or substrings"""
     force: bool = False
-    """run again even runs that already have an "ok" result"""
+    """run again even runs that are done"""
     results_dir: str = DEFAULT_RESULTS_DIR
     """where result files go (relative to the repository root, or absolute)"""
     work_dir: str = DEFAULT_WORK_DIR
@@ -171,34 +186,75 @@ def result_path(results_root: Path, suite: str, run_id: str) -> Path:
     return results_root / suite / f"{run_id}.json"
 
 
-def load_result(path: Path) -> dict | None:
-    """A result file's content, or None when it is missing or unreadable (e.g. cut by a crash)."""
+def result_problem(result) -> str | None:
+    """Why `result` (parsed JSON) is not a result file's content, or None when it is one."""
+    if not isinstance(result, dict):
+        return f"a JSON {type(result).__name__}, not an object"
+    for field, field_type in RESULT_FIELD_TYPES.items():
+        if not isinstance(result.get(field), field_type):
+            return f"no {field} ({field_type.__name__})"
+    return None
+
+
+def load_result(path: Path, warn: bool = True) -> dict | None:
+    """A result file's content; None when it is missing, unreadable (e.g. cut by a crash) or the wrong shape.
+
+    A file that exists but is not a result is reported with a one-line warning (on stderr).
+    """
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        result = json.loads(path.read_text())
+    except FileNotFoundError:
         return None
+    except (OSError, ValueError) as error:
+        problem = f"unreadable ({type(error).__name__})"
+    else:
+        problem = result_problem(result)
+    if problem is None:
+        return result
+    if warn:
+        print(f"warning: ignoring {path}: {problem}", file=sys.stderr)
+    return None
 
 
 def write_result(path: Path, result: dict) -> None:
     """Write atomically: a reader (or a crash) never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp_path = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp_path.write_text(json.dumps(result, separators=(",", ":")) + "\n")
     os.replace(tmp_path, path)
 
 
-def is_finished(run: Run, results_root: Path) -> bool:
-    result = load_result(result_path(results_root, run.suite, run.run_id))
-    return result is not None and result.get("status") == "ok"
+def is_done(result: dict | None, run: Run) -> bool:
+    """An "ok" result made by the command the suite makes now (an edited budget or flag makes it stale)."""
+    return result is not None and result["status"] == "ok" and result["command"] == run.command
+
+
+def is_finished(run: Run, results_root: Path, warn: bool = True) -> bool:
+    return is_done(load_result(result_path(results_root, run.suite, run.run_id), warn), run)
 
 
 def reusable_result(run: Run, results_root: Path, reuse_from: tuple[str, ...]) -> dict | None:
-    """An "ok" result of the same run id *and the same command* from another suite (e.g. the pilot)."""
+    """A done result of the same run id *and the same command* from another suite (e.g. a pilot)."""
     for other_suite in reuse_from:
         result = load_result(result_path(results_root, other_suite, run.run_id))
-        if result is not None and result.get("status") == "ok" and result.get("command") == run.command:
+        if is_done(result, run):
             return {**result, "suite": run.suite, "reused_from": other_suite}
     return None
+
+
+def plan_run(run: Run, results_root: Path, reuse_from: tuple[str, ...], force: bool) -> tuple[str, dict | None]:
+    """(state, reusable result): "done", "reuse", "stale" (ok, but another command) or "pending"."""
+    if force:
+        return "pending", None
+    own = load_result(result_path(results_root, run.suite, run.run_id))
+    if is_done(own, run):
+        return "done", None
+    reusable = reusable_result(run, results_root, reuse_from)
+    if reusable is not None:
+        return "reuse", reusable
+    if own is not None and own["status"] == "ok":
+        return "stale", None
+    return "pending", None
 
 
 # --------------------------------------------------------------------------- reading event files
@@ -254,70 +310,95 @@ def child_environment(threads: int) -> dict[str, str]:
     return env
 
 
-class ChildProcesses:
-    """The live training processes, so that Ctrl-C / SIGTERM can stop them all."""
+def die_with_runner_hook():
+    """A preexec_fn that makes the child die with the runner (Linux; None elsewhere).
 
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.processes: set[subprocess.Popen] = set()
-        self.stopping = threading.Event()
+    PR_SET_PDEATHSIG sends SIGKILL to the child when the *thread* that forked it ends, so run_all
+    starts every child from its own (calling) thread, which waits for all of them. If the runner
+    died between fork and prctl, the child sees another parent and exits at once.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork: the child only calls it
+    runner_pid = os.getpid()
 
-    def kill(self, process: subprocess.Popen) -> None:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)  # the child runs in its own session: kill its whole group
-        except (ProcessLookupError, PermissionError):
-            pass
+    def hook():
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != runner_pid:
+            os._exit(1)
 
-    def kill_all(self) -> None:
-        self.stopping.set()
-        with self.lock:
-            for process in list(self.processes):
-                self.kill(process)
+    return hook
 
 
-def execute_run(
-    run: Run,
-    results_root: Path,
-    work_root: Path,
-    time_limit: float,
-    python: str,
-    git: tuple[str, bool],
-    children: ChildProcesses,
-    runner_command: str | None = None,
-) -> dict | None:
-    """Run one training script to the end, then write and return its result (None if interrupted)."""
+def lock_run(work_root: Path, run: Run) -> int | None:
+    """An open file descriptor holding the run's exclusive lock, or None when another runner holds it.
+
+    flock is released by the kernel when the descriptor closes, also when the runner is killed.
+    """
+    path = work_root / run.suite / f"{run.run_id}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        return None
+    return descriptor
+
+
+@dataclass
+class ActiveRun:
+    """A run whose training script is running: what is needed to watch it and record it."""
+
+    run: Run
+    process: subprocess.Popen
+    lock: int
+    work_dir: Path
+    threads: int
+    started_at: str
+    start: float
+
+
+def kill_process_group(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)  # the child runs in its own session: kill its whole group
+    except (ProcessLookupError, PermissionError):
+        pass
+    process.wait()
+
+
+def start_run(run: Run, lock: int, work_root: Path, python: str, child_setup) -> ActiveRun:
+    """Start one training script in a fresh work directory; `lock` is the run's lock, held by the caller."""
     work_dir = work_root / run.suite / run.run_id
     shutil.rmtree(work_dir, ignore_errors=True)  # a retried run must not read a stale event file
     work_dir.mkdir(parents=True)
     threads = run.threads or max(1, os.cpu_count() or 1)
     started_at, start = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.time()
     with open(work_dir / "stdout.log", "w") as stdout, open(work_dir / "stderr.log", "w") as stderr:
-        with children.lock:  # under the lock, so that kill_all cannot miss a child being started
-            if children.stopping.is_set():
-                return None
-            process = subprocess.Popen(
-                run.argv(python),
-                cwd=work_dir,
-                env=child_environment(threads),
-                stdout=stdout,
-                stderr=stderr,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-            children.processes.add(process)
-        try:
-            returncode = process.wait(timeout=time_limit if time_limit > 0 else None)
-            status = "ok" if returncode == 0 else "failed"
-        except subprocess.TimeoutExpired:
-            children.kill(process)
-            returncode, status = process.wait(), "timeout"
-        finally:
-            with children.lock:
-                children.processes.discard(process)
-    if children.stopping.is_set():
-        return None  # interrupted by the user: leave the run pending
-    wall_time = time.time() - start
+        process = subprocess.Popen(
+            run.argv(python),
+            cwd=work_dir,
+            env=child_environment(threads),
+            stdout=stdout,
+            stderr=stderr,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=child_setup,
+        )
+    return ActiveRun(run, process, lock, work_dir, threads, started_at, start)
 
+
+def record_run(
+    active: ActiveRun,
+    status: str,
+    results_root: Path,
+    time_limit: float,
+    python: str,
+    git: tuple[str, bool],
+    runner_command: str | None,
+) -> dict:
+    """Read the finished run's event files, then write and return its result."""
+    run, work_dir = active.run, active.work_dir
     scalars = read_scalars(work_dir)
     error = None
     if status == "ok" and not scalars:
@@ -344,11 +425,11 @@ def execute_run(
         "git_commit": git[0],
         "git_dirty": git[1],
         "status": status,
-        "returncode": returncode,
-        "wall_time_s": round(wall_time, 1),
-        "started_at": started_at,
+        "returncode": active.process.returncode,
+        "wall_time_s": round(time.time() - active.start, 1),
+        "started_at": active.started_at,
         "host": socket.gethostname(),
-        "threads": threads,
+        "threads": active.threads,
         "time_limit_s": time_limit or None,
         "curve": curve,
         "eval_returns": eval_returns,
@@ -375,43 +456,61 @@ def run_all(
     python: str = sys.executable,
     log=print,
     runner_command: str | None = None,
+    rerun_done: bool = False,
 ) -> list[dict]:
-    """Run `runs` with `workers` in parallel; returns the results written (interrupted runs excluded).
+    """Run `runs`, `workers` at a time; returns the results written (interrupted and skipped runs excluded).
 
-    runner_command: the command recorded in each result (default: this runner's, for the suite).
+    One loop in the calling thread starts the children, polls them and records each as it ends.
+    A run locked by another runner is skipped; so is one another runner has made done since it was
+    planned (unless rerun_done). runner_command: the command recorded in each result (default:
+    this runner's, for the suite).
     """
     git = git_state()
-    children = ChildProcesses()
-    results: list[dict] = []
+    child_setup = die_with_runner_hook()
+    queue, active, results = list(runs), [], []
     previous_sigterm = None
     if threading.current_thread() is threading.main_thread():
         previous_sigterm = signal.signal(signal.SIGTERM, raise_keyboard_interrupt)  # e.g. scancel, kill
-    executor = ThreadPoolExecutor(max_workers=max(1, workers))
     try:
-        futures = {
-            executor.submit(
-                execute_run, run, results_root, work_root, time_limit, python, git, children, runner_command
-            ): run
-            for run in runs
-        }
-        for future in as_completed(futures):
-            result = future.result()
-            if result is None:
-                continue
-            results.append(result)
-            final = f" eval_mean={result['eval_mean']:.1f}" if result["eval_mean"] is not None else ""
-            log(
-                f"[{len(results)}/{len(runs)}] {result['status']:7s} {result['run_id']}  "
-                f"{result['wall_time_s']:.0f}s  episodes={len(result['curve'])}{final}",
-                flush=True,
-            )
-    except KeyboardInterrupt:
-        log("interrupted: stopping all runs (unfinished runs stay pending)", flush=True)
-        children.kill_all()
-        executor.shutdown(wait=True, cancel_futures=True)
+        while queue or active:
+            while queue and len(active) < max(1, workers):
+                run = queue.pop(0)
+                lock = lock_run(work_root, run)
+                if lock is None:
+                    log(f"skip {run.run_id}: running elsewhere (another runner holds its lock)", flush=True)
+                    continue
+                if not rerun_done and is_finished(run, results_root, warn=False):
+                    os.close(lock)
+                    log(f"skip {run.run_id}: done elsewhere since this runner started", flush=True)
+                    continue
+                active.append(start_run(run, lock, work_root, python, child_setup))
+            time.sleep(POLL_SECONDS)
+            for started in list(active):
+                if started.process.poll() is not None:
+                    status = "ok" if started.process.returncode == 0 else "failed"
+                elif time_limit > 0 and time.time() - started.start > time_limit:
+                    kill_process_group(started.process)
+                    status = "timeout"
+                else:
+                    continue
+                active.remove(started)
+                result = record_run(started, status, results_root, time_limit, python, git, runner_command)
+                os.close(started.lock)
+                results.append(result)
+                final = f" eval_mean={result['eval_mean']:.1f}" if result["eval_mean"] is not None else ""
+                log(
+                    f"[{len(results)}/{len(runs)}] {result['status']:7s} {result['run_id']}  "
+                    f"{result['wall_time_s']:.0f}s  episodes={len(result['curve'])}{final}",
+                    flush=True,
+                )
+    except BaseException as error:  # Ctrl-C, SIGTERM, a broken pipe...: no child may train on unrecorded
+        if isinstance(error, KeyboardInterrupt):
+            log("interrupted: stopping all runs (unfinished runs stay pending)", flush=True)
+        for started in active:
+            kill_process_group(started.process)
+            os.close(started.lock)
         raise
     finally:
-        executor.shutdown(wait=True)
         if previous_sigterm is not None:
             signal.signal(signal.SIGTERM, previous_sigterm)
     return results
@@ -423,62 +522,56 @@ def resolve(path: str) -> Path:
 
 
 def runner_command(args: Args, run_id: str) -> str:
-    """The command a cluster array task runs for one run id (it writes the result file itself)."""
+    """The shell line a cluster array task runs for one run id: it writes the result file itself.
+
+    It starts with `cd <repository root>`, so it runs from any directory.
+    """
     command = ["python", "-m", "benchmark.run", "--suite", args.suite, "--only", run_id]
     if args.time_limit > 0:
         command += ["--time-limit", str(args.time_limit)]
     if args.results_dir != DEFAULT_RESULTS_DIR:
-        command += ["--results-dir", args.results_dir]
+        command += ["--results-dir", str(resolve(args.results_dir))]
     if args.work_dir != DEFAULT_WORK_DIR:
-        command += ["--work-dir", args.work_dir]
-    return shlex.join(command)
+        command += ["--work-dir", str(resolve(args.work_dir))]
+    return f"cd {shlex.quote(str(REPO_ROOT))} && {shlex.join(command)}"
 
 
 def main(args: Args) -> int:
     suite = get_suite(args.suite)
     runs = select_runs(expand_suite(suite), args.tasks, args.filter, args.only)
     results_root, work_root = resolve(args.results_dir), resolve(args.work_dir)
+    plan = [(run, *plan_run(run, results_root, suite.reuse_from, args.force)) for run in runs]
 
-    if args.print_commands:  # every run without its own "ok" result (reusable pilot runs included)
-        for run in runs:
-            if args.force or not is_finished(run, results_root):
+    if args.print_commands:  # every run not done: stale, pending, and reusable ones (the line reuses them)
+        for run, state, _ in plan:
+            if state != "done":
                 print(runner_command(args, run.run_id))
         return 0
 
-    plan = []
-    for run in runs:
-        if not args.force and is_finished(run, results_root):
-            plan.append((run, "done"))
-        elif not args.force and reusable_result(run, results_root, suite.reuse_from) is not None:
-            plan.append((run, "reuse"))
-        else:
-            plan.append((run, "pending"))
-
     if args.dry_run:
         print(f"suite {suite.name}: {suite.description}")
-        for run, state in plan:
+        for run, state, _ in plan:
             print(f"{state:8s} {run.run_id}  |  {run.command}")
-        counts = {state: sum(1 for _, s in plan if s == state) for state in ("done", "reuse", "pending")}
+        counts = {state: sum(1 for _, s, _ in plan if s == state) for state in ("done", "reuse", "stale", "pending")}
         print(f"{len(plan)} runs: " + ", ".join(f"{n} {state}" for state, n in counts.items()))
         return 0
 
-    for run, state in plan:
+    for run, state, reusable in plan:
         if state == "reuse":
-            write_result(
-                result_path(results_root, run.suite, run.run_id), reusable_result(run, results_root, suite.reuse_from)
-            )
-    pending = [run for run, state in plan if state == "pending"]
+            write_result(result_path(results_root, run.suite, run.run_id), reusable)
+    to_run = [run for run, state, _ in plan if state in ("stale", "pending")]
     cpus = os.cpu_count() or 1
     workers = args.workers or max(1, cpus // (suite.threads_per_run or cpus))
+    count = {state: sum(s == state for _, s, _ in plan) for state in ("done", "reuse", "stale")}
     print(
-        f"suite {suite.name}: {len(plan)} runs, {sum(s == 'done' for _, s in plan)} done, "
-        f"{sum(s == 'reuse' for _, s in plan)} reused, {len(pending)} to run with {workers} workers",
+        f"suite {suite.name}: {len(plan)} runs, {count['done']} done, {count['reuse']} reused, "
+        f"{len(to_run)} to run ({count['stale']} of them stale) with {workers} workers",
         flush=True,
     )
-    if not pending:
+    if not to_run:
         return 0
     try:
-        results = run_all(pending, results_root, work_root, workers, args.time_limit, args.python)
+        results = run_all(to_run, results_root, work_root, workers, args.time_limit, args.python, rerun_done=args.force)
     except KeyboardInterrupt:
         return 130  # the finished runs have their result files; run the same command again to resume
     not_ok = [result["run_id"] for result in results if result["status"] != "ok"]
@@ -491,4 +584,10 @@ def main(args: Args) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(tyro.cli(Args)))
+    try:
+        exit_code = main(tyro.cli(Args))
+        sys.stdout.flush()  # inside the try: a reader that left (`| head`) shows up here
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the exit's own flush is quiet
+        exit_code = 1
+    sys.exit(exit_code)

@@ -8,9 +8,9 @@ permutation test of the difference of means (every split of the runs into two gr
 same sizes; no distribution assumed). A change that keeps every number is reported as such:
 the same returns, episode for episode, in every seed.
 
-The script is taken from each commit with `git archive` into benchmark/work/checkouts/<commit>/
-and run through benchmark/run.py's runner (one thread per run; a run that already has a result is
-skipped, so an interrupted comparison resumes), one result file per run in
+The script is taken from each commit with `git show COMMIT:SCRIPT` into benchmark/work/checkouts/<commit>/
+and run through benchmark/run.py's runner (one thread per run; a run already done is skipped, so
+an interrupted comparison resumes), one result file per run in
 benchmark/results/same-learning/<script>__<commit7>__<task>__s<seed>.json, and the table in
 benchmark/results/same-learning/<script>__<task>__<before7>_vs_<after7>.md.
 

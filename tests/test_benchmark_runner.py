@@ -6,9 +6,13 @@ logs the same tensorboard tags as the real scripts, so no MuJoCo training runs h
 
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -34,7 +38,7 @@ parser.add_argument("--eval-episodes", type=int, default=10)
 parser.add_argument("--mode", default="ok")
 args = parser.parse_args()
 with open(os.environ["FAKE_TRAINING_LOG"], "a") as log:
-    log.write(f"{args.env_id} {args.seed} {args.mode} {os.environ['OMP_NUM_THREADS']} {os.environ['PYTHONPATH'].split(os.pathsep)[0]}\n")
+    log.write(f"{args.env_id} {args.seed} {args.mode} {os.getpid()} {os.environ['OMP_NUM_THREADS']} {os.environ['PYTHONPATH'].split(os.pathsep)[0]}\n")
 if args.mode == "fail":
     print("boom: simulated crash", file=sys.stderr)
     sys.exit(3)
@@ -66,7 +70,7 @@ def fake(tmp_path, monkeypatch):
     log.write_text("")
     monkeypatch.setenv("FAKE_TRAINING_LOG", str(log))
 
-    def make_suite(name, settings, seeds=(1, 2), reuse_from=()):
+    def make_suite(name, settings, seeds=(1, 2), reuse_from=(), total_timesteps=1000):
         suite = Suite(
             name=name,
             description="fake",
@@ -74,7 +78,7 @@ def fake(tmp_path, monkeypatch):
             tasks=(Task("FakeTask", ("--env-id", "FakeTask")),),
             settings=tuple(Setting(label, "fake", str(script), flags) for label, flags in settings),
             seeds=seeds,
-            total_timesteps=1000,
+            total_timesteps=total_timesteps,
             common_flags=("--save-model", "--eval-episodes", "3"),
             reuse_from=reuse_from,
         )
@@ -147,7 +151,8 @@ def test_print_commands_and_only_for_the_cluster_path(fake, capsys):
     capsys.readouterr()
     main("fake", print_commands=True)
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 2 and lines[0].startswith("python -m benchmark.run --suite fake --only FakeTask__good__s1")
+    assert len(lines) == 2
+    assert lines[0].startswith(f"cd {REPO_ROOT} && python -m benchmark.run --suite fake --only FakeTask__good__s1")
     assert executions() == []  # printing runs nothing
 
     assert main("fake", only="FakeTask__good__s2") == 0
@@ -173,6 +178,142 @@ def test_suite_reuses_finished_runs_of_its_pilot(fake, capsys):
     assert [seed for _, seed, *_ in executions()] == ["1", "2"]  # seed 1 ran once, for the pilot
     reused = result("fake-full", "FakeTask__good__s1")
     assert reused["suite"] == "fake-full" and reused["reused_from"] == "fake-pilot"
+
+
+def test_result_of_another_command_is_stale_listed_printed_and_rerun(fake, capsys):
+    make_suite, main, executions, result = fake
+    make_suite("fake", [("good", ())], seeds=(1,))
+    assert main("fake") == 0
+    make_suite("fake", [("good", ())], seeds=(1,), total_timesteps=2000)  # the suite's budget was edited
+    capsys.readouterr()
+    main("fake", dry_run=True)
+    out = capsys.readouterr().out
+    assert "stale    FakeTask__good__s1" in out and "1 runs: 0 done, 0 reuse, 1 stale, 0 pending" in out
+    main("fake", print_commands=True)
+    assert "--only FakeTask__good__s1" in capsys.readouterr().out
+    assert main("fake") == 0
+    assert len(executions()) == 2 and "--total-timesteps 2000" in result("fake", "FakeTask__good__s1")["command"]
+    main("fake", dry_run=True)
+    assert "done     FakeTask__good__s1" in capsys.readouterr().out
+
+
+def test_result_files_of_the_wrong_shape_leave_runs_pending_with_a_warning(fake, tmp_path, capsys):
+    make_suite, main, executions, result = fake
+    make_suite("fake", [("good", ())], seeds=(1, 2, 3))
+    suite_dir = tmp_path / "results" / "fake"
+    suite_dir.mkdir(parents=True)
+    (suite_dir / "FakeTask__good__s1.json").write_text("[]")
+    (suite_dir / "FakeTask__good__s2.json").write_text('{"status": "ok"}')
+    (suite_dir / "FakeTask__good__s3.json").write_text('{"status": "ok", "comm')  # cut by a crash
+    capsys.readouterr()
+    main("fake", dry_run=True)
+    captured = capsys.readouterr()
+    assert "3 runs: 0 done, 0 reuse, 0 stale, 3 pending" in captured.out
+    warnings = captured.err.splitlines()
+    assert len(warnings) == 3 and all(line.startswith("warning: ignoring ") for line in warnings)
+    assert "a JSON list" in warnings[0] and "no run_id" in warnings[1] and "unreadable" in warnings[2]
+    assert main("fake") == 0 and len(executions()) == 3
+    assert result("fake", "FakeTask__good__s2")["status"] == "ok"
+
+
+def test_a_run_locked_by_another_runner_is_skipped(fake, tmp_path, capsys):
+    make_suite, main, executions, result = fake
+    suite = make_suite("fake", [("good", ())], seeds=(1, 2))
+    held = run.lock_run(tmp_path / "work", run.expand_suite(suite)[0])  # another runner is training seed 1
+    assert held is not None
+    assert run.lock_run(tmp_path / "work", run.expand_suite(suite)[0]) is None  # the lock excludes
+    try:
+        assert main("fake") == 0
+    finally:
+        os.close(held)
+    assert "skip FakeTask__good__s1: running elsewhere" in capsys.readouterr().out
+    assert [seed for _, seed, *_ in executions()] == ["2"]
+    assert not (tmp_path / "results" / "fake" / "FakeTask__good__s1.json").exists()
+    assert main("fake") == 0 and [seed for _, seed, *_ in executions()] == ["2", "1"]  # lock released: it runs
+
+
+def process_alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie, dead but not yet reaped, counts as dead)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+def wait_for(condition, seconds: float) -> bool:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
+def test_children_die_with_a_sigkilled_runner(tmp_path):
+    script = tmp_path / "fake_train.py"
+    script.write_text(FAKE_TRAINING_SCRIPT)
+    log = tmp_path / "executions.log"
+    driver = tmp_path / "driver.py"
+    driver.write_text(
+        f"""import sys
+from pathlib import Path
+sys.path.insert(0, {str(REPO_ROOT)!r})
+from benchmark import run
+slow = run.Run("T__slow__s1", "fake", "control", "T", "fake", "slow", 1, (), 1000, {str(script)!r}, ("--mode", "sleep"), 1)
+run.run_all([slow], Path({str(tmp_path / "results")!r}), Path({str(tmp_path / "work")!r}), workers=1)
+"""
+    )
+    runner = subprocess.Popen([sys.executable, str(driver)], env={**os.environ, "FAKE_TRAINING_LOG": str(log)})
+    child_pid = None
+    try:
+        assert wait_for(lambda: log.exists() and log.read_text().endswith("\n"), 60), "the child never started"
+        child_pid = int(log.read_text().split()[3])
+        assert process_alive(child_pid)
+        os.kill(runner.pid, signal.SIGKILL)
+        runner.wait()
+        assert wait_for(lambda: not process_alive(child_pid), 10), "the child outlived the runner"
+    finally:
+        runner.kill()
+        if child_pid is not None and process_alive(child_pid):
+            os.kill(child_pid, signal.SIGKILL)  # clean up after a failure
+    assert not (tmp_path / "results" / "fake").exists()  # nothing recorded: the run is pending next time
+
+
+def test_printed_commands_run_from_any_directory_and_survive_a_closed_pipe(tmp_path):
+    results = tmp_path / "results"
+    printed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmark.run",
+            "--suite",
+            "control-full",
+            "--print-commands",
+            "--results-dir",
+            results,
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert len(printed) == 100 and printed[0].startswith(f"cd {REPO_ROOT} && python -m benchmark.run")
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
+    listed = subprocess.run(
+        ["bash", "-c", printed[0] + " --dry-run"], cwd=tmp_path, env=env, capture_output=True, text=True, check=True
+    ).stdout
+    assert "1 runs: 0 done, 0 reuse, 0 stale, 1 pending" in listed and "Hopper-v5__ppo__s1" in listed
+
+    reader_gone = subprocess.Popen(  # like `| head -1`: the reader closes the pipe before the runner writes
+        [sys.executable, "-m", "benchmark.run", "--suite", "control-full", "--print-commands"],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    reader_gone.stdout.close()
+    stderr = reader_gone.stderr.read().decode()
+    assert reader_gone.wait() == 1 and stderr == ""
 
 
 def test_bad_input_gives_one_line_errors(fake):
@@ -207,17 +348,34 @@ def test_defined_suites_are_well_formed():
 
 
 # --------------------------------------------------------------------------- report
-def fake_result(run_id, task, setting, seed, curve, eval_returns=(), status="ok", kind="control", scalars=None):
+def report_suite(monkeypatch, name, tasks=("T",), settings=("ppo", "r2vpo"), seeds=(1, 2), kind="control"):
+    """Register a suite for the report tests (no script runs: the tests write its result files)."""
+    suite = Suite(
+        name=name,
+        description="fake",
+        kind=kind,
+        tasks=tuple(Task(task, ("--env-id", task)) for task in tasks),
+        settings=tuple(Setting(label, label, "fake_train.py") for label in settings),
+        seeds=seeds,
+        total_timesteps=1000 if kind == "control" else None,
+    )
+    monkeypatch.setitem(SUITES, name, suite)
+    return suite
+
+
+def fake_result(planned, curve, eval_returns=(), status="ok", scalars=None):
+    """A result file's content for one run of a suite, as run.py writes it."""
     return {
-        "run_id": run_id,
-        "suite": "fake-report",
-        "kind": kind,
-        "task": task,
-        "method": setting,
-        "setting": setting,
-        "seed": seed,
+        "run_id": planned.run_id,
+        "suite": planned.suite,
+        "kind": planned.kind,
+        "task": planned.task,
+        "method": planned.method,
+        "setting": planned.setting,
+        "seed": planned.seed,
         "flags": [],
-        "total_timesteps": 1000 if kind == "control" else None,
+        "total_timesteps": planned.total_timesteps,
+        "command": planned.command,
         "status": status,
         "git_commit": "0123456789abcdef",
         "curve": curve,
@@ -227,44 +385,107 @@ def fake_result(run_id, task, setting, seed, curve, eval_returns=(), status="ok"
     }
 
 
-def test_report_builds_table_and_plot_from_two_result_files(tmp_path, capsys):
-    suite_dir = tmp_path / "fake-report"
-    suite_dir.mkdir()
-    curve = [[step, float(step)] for step in range(10, 1001, 10)]  # return = step: 100 episodes
-    results = [
-        fake_result("T__ppo__s1", "T", "ppo", 1, curve, eval_returns=[900.0, 1100.0]),
-        fake_result("T__ppo__s2", "T", "ppo", 2, [[s, r + 100.0] for s, r in curve], eval_returns=[1200.0]),
-        fake_result("T__r2vpo__s1", "T", "r2vpo", 1, [], status="failed"),
-    ]
+def write_results(results_root, results):
     for result in results:
-        (suite_dir / f"{result['run_id']}.json").write_text(json.dumps(result))
-    report.main(report.Args(suite="fake-report", results_dir=str(tmp_path)))
-    table = (suite_dir / "table.md").read_text()
-    assert table in capsys.readouterr().out
-    assert (
-        "budget 1,000 steps per run, seeds [1, 2]" in table
-        and "python -m benchmark.report --suite fake-report" in table
+        path = results_root / result["suite"] / f"{result['run_id']}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result))
+
+
+def test_report_builds_table_and_curves_from_the_suites_runs(tmp_path, monkeypatch, capsys):
+    suite = report_suite(monkeypatch, "fake-report")
+    ppo_1, ppo_2, r2vpo_1, r2vpo_2 = run.expand_suite(suite)
+    curve = [[step, float(step)] for step in range(10, 1001, 10)]  # return = step: 100 episodes
+    kl = {"losses/approx_kl": [[1, 0.01], [2, 0.02], [3, 0.9]], "losses/clipfrac": [[1, 0.1]]}
+    write_results(
+        tmp_path,
+        [
+            fake_result(ppo_1, curve, eval_returns=[900.0, 1100.0], scalars=kl),
+            fake_result(ppo_2, [[s, r + 100.0] for s, r in curve], eval_returns=[1200.0], scalars=kl),
+            fake_result(r2vpo_1, [], status="failed"),
+        ],
     )
-    # final: last 10 episodes have returns 910..1000 (mean 955) and +100 (1055): 1005 +- 50
-    row = next(line for line in table.splitlines() if line.startswith("| T | ppo |"))
-    assert row == "| T | ppo | 1005.0 ± 50.0 | 1100.0 ± 100.0 | 555.0 ± 50.0 | 2 |"
-    assert "T__r2vpo__s1 (failed)" in table
-    assert (suite_dir / "T.png").stat().st_size > 1000
+    report.main(report.Args(suite="fake-report", results_dir=str(tmp_path), bootstrap_reps=200))
+    table = (tmp_path / "fake-report" / "table.md").read_text()
+    assert table in capsys.readouterr().out
+    assert "budget 1,000 steps per run; seeds 1, 2 (2 of the suite's 4 runs counted); commits 0123456789" in table
+    assert "`python -m benchmark.report --suite fake-report --bootstrap-reps 200 --results-dir" in table
+    # final: the last 10 episodes return 910..1000 (mean 955) and 100 more (1055); 2 seeds: CI = their range
+    assert "| T | ppo | 1005.0 [955.0, 1055.0] | 1100.0 [1000.0, 1200.0] | 555.0 [505.0, 605.0] | 2 |" in table
+    assert "| T | ppo | 0.02 | 0.1 |" in table  # diagnostics: median over iterations, then mean over seeds
+    assert "T__r2vpo__s1 (failed)" in table and "Not run yet (1): T__r2vpo__s2" in table
+    assert (tmp_path / "fake-report" / "curves.png").stat().st_size > 1000
 
 
-def test_report_llm_suite_plots_accuracy_against_completions(tmp_path):
-    suite_dir = tmp_path / "fake-llm"
-    suite_dir.mkdir()
-    for seed in (1, 2):
-        accuracy = [[completions, 0.2 + 0.05 * i + 0.01 * seed] for i, completions in enumerate(range(0, 640, 64))]
-        result = fake_result(
-            f"arith__clip__s{seed}", "arith", "clip", seed, [], kind="llm", scalars={"eval/accuracy": accuracy}
-        )
-        (suite_dir / f"arith__clip__s{seed}.json").write_text(json.dumps(result))
-    report.main(report.Args(suite="fake-llm", results_dir=str(tmp_path)))
-    table = (suite_dir / "table.md").read_text()
-    assert "final eval/accuracy" in table and "| arith | clip | 0.665 ± 0.005 |" in table
-    assert (suite_dir / "accuracy_vs_completions.png").exists()
+def test_report_counts_only_the_suites_current_runs(tmp_path, monkeypatch, capsys):
+    suite = report_suite(monkeypatch, "fake-report", settings=("ppo",), seeds=(1, 2, 3))
+    seed_1, seed_2, seed_3 = run.expand_suite(suite)
+    undefined = run.Run("T__ppo__s9", "fake-report", "control", "T", "ppo", "ppo", 9, (), 1000, "x.py", (), 1)
+    stale = fake_result(seed_2, [[1000, 5000.0]])
+    stale["command"] += " --total-timesteps 50"  # made before the suite's budget was edited
+    write_results(tmp_path, [fake_result(seed_1, [[1000, 10.0]]), stale, fake_result(undefined, [[1000, 9999.0]])])
+    (tmp_path / "fake-report" / f"{seed_3.run_id}.json").write_text('{"status": "ok"}')
+    capsys.readouterr()
+    report.main(report.Args(suite="fake-report", results_dir=str(tmp_path), plots=False))
+    table = (tmp_path / "fake-report" / "table.md").read_text()
+    assert "| T | ppo | 10.0 | - | 10.0 | 1 |" in table  # neither the stale file nor the undefined seed 9
+    assert "Stale (made by another command than the suite's now)" in table and "T__ppo__s2" in table
+    assert "Ignored (run ids this suite does not define): T__ppo__s9.json" in table
+    assert "Not a result file (unreadable or wrong shape), left out: T__ppo__s3" in table
+    assert (
+        capsys.readouterr().err.strip()
+        == f"warning: ignoring {tmp_path / 'fake-report' / 'T__ppo__s3.json'}: no run_id (str)"
+    )
+
+
+def test_bootstrap_ci_brackets_the_mean_and_is_reproducible():
+    values = [1.0, 5.0, 2.0, 8.0, 3.0]
+    mean, low, high = report.bootstrap_mean_ci(values, reps=500)
+    assert mean == pytest.approx(3.8) and min(values) <= low < mean < high <= max(values)
+    assert report.bootstrap_mean_ci(values, reps=500) == (mean, low, high)  # fixed seed: the same table every time
+    curves_mean, curves_low, curves_high = report.bootstrap_mean_ci([[0.0, 1.0], [2.0, 1.0]], reps=500)
+    assert list(curves_mean) == [1.0, 1.0] and list(curves_low) == [0.0, 1.0] and list(curves_high) == [2.0, 1.0]
+
+
+def test_probability_of_improvement_is_rliables_metric():
+    from rliable import metrics
+
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 4, size=(3, 5)).astype(float), rng.integers(0, 4, size=(4, 5)).astype(float)  # ties
+    assert report.probability_of_improvement(x, y)[0] == pytest.approx(metrics.probability_of_improvement(x, y))
+    assert report.probability_of_improvement(x, x)[0] == 0.5
+
+
+def test_report_aggregates_across_tasks_with_rliable(tmp_path, monkeypatch, capsys):
+    suite = report_suite(monkeypatch, "fake-report", tasks=("A", "B", "C"), seeds=(1, 2, 3))
+    level = {"A": 100.0, "B": 1000.0, "C": 10.0}  # tasks on different scales: normalised by ppo's mean per task
+    results = []
+    for planned in run.expand_suite(suite):
+        value = level[planned.task] * (1.0 + 0.05 * planned.seed + (0.5 if planned.setting == "r2vpo" else 0.0))
+        results.append(fake_result(planned, [[step, value] for step in range(100, 1001, 100)], eval_returns=[value]))
+    write_results(tmp_path, results)
+    report.main(report.Args(suite="fake-report", results_dir=str(tmp_path), bootstrap_reps=50))
+    table = (tmp_path / "fake-report" / "table.md").read_text()
+    assert "divided by the mean of `ppo` on its task" in table
+    auc = {line.split(" | ")[1]: line.split(" | ") for line in table.splitlines() if line.startswith("| AUC |")}
+    assert auc["ppo"][3].startswith("1.00 [") and auc["ppo"][4] == "-" and auc["r2vpo"][5] == "3 x 3 |"
+    assert auc["r2vpo"][4] == "1.00 [1.00, 1.00]"  # every r2vpo run beats every ppo run on every task
+    assert float(auc["r2vpo"][2].split()[0]) == pytest.approx(1.6 / 1.1, abs=0.005)  # r2vpo 1.55-1.65, ppo mean 1.1
+    assert "| final return | r2vpo |" in table
+    assert (tmp_path / "fake-report" / "aggregates.png").stat().st_size > 1000
+
+
+def test_report_llm_suite_plots_accuracy_against_completions(tmp_path, monkeypatch):
+    suite = report_suite(monkeypatch, "fake-llm", tasks=("arith",), settings=("clip",), kind="llm")
+    results = []
+    for planned in run.expand_suite(suite):
+        accuracy = [[n, 0.2 + 0.05 * i + 0.01 * planned.seed] for i, n in enumerate(range(0, 640, 64))]
+        results.append(fake_result(planned, [], scalars={"eval/accuracy": accuracy}))
+    write_results(tmp_path, results)
+    report.main(report.Args(suite="fake-llm", results_dir=str(tmp_path), bootstrap_reps=200))
+    table = (tmp_path / "fake-llm" / "table.md").read_text()
+    assert "final eval/accuracy" in table and "| arith | clip | 0.665 [0.660, 0.670] |" in table
+    assert "aggregates" not in table and (tmp_path / "fake-llm" / "curves.png").exists()
 
 
 def test_final_return_and_binned_curve():
