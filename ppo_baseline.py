@@ -193,12 +193,8 @@ class Agent(nn.Module):
         return self.critic(x).squeeze(-1)
 
     def numpy_actor(self):
-        """A NumPy copy of the current policy, sample_action(obs, rng), to act with in one rollout.
-
-        Interleaved with the physics, a torch forward of this small actor costs ~200 us of dispatch
-        per step, the same three matmuls in NumPy ~45 us (benchmark/speed.py --actor-cost). Log-probs
-        of the taken actions still come from the torch actor, in one batched pass after the rollout.
-        """
+        """A NumPy copy of the current policy, sample_action(obs, rng), to act with in one rollout:
+        per step it costs a fraction of a torch forward (benchmark/results/speed/README.md)."""
 
         def to_numpy(tensor):  # a copy: the updates that follow cannot change this rollout's policy
             return tensor.detach().cpu().numpy().copy()
@@ -220,11 +216,8 @@ class Agent(nn.Module):
         return sample_action
 
     def get_logprob_entropy(self, x, action):
-        """Log-probabilities of given actions and the entropy of the diagonal Gaussian policy.
-
-        Written out rather than built as torch.distributions.Normal, whose construction and
-        validation cost more than the 64-64 network, and with as few autograd nodes as the formula.
-        """
+        """Log-probabilities of given actions and the entropy of the diagonal Gaussian policy, written
+        out: a torch.distributions.Normal per call costs more than this small network."""
         action_mean = self.actor_mean(x)
         log_std = self.actor_logstd
         z = (action - action_mean) / log_std.exp()
@@ -245,9 +238,9 @@ def compute_gae(rewards, values, next_values, terminations, dones, gamma, gae_la
     Returns (advantages, returns = advantages + values).
     """
     deltas = rewards + gamma * (1.0 - terminations) * next_values - values
-    discounts = gamma * gae_lambda * (1.0 - dones)  # computed for all steps at once, not one per step
+    discounts = gamma * gae_lambda * (1.0 - dones)
     advantages, lastgaelam = [], torch.zeros_like(rewards[0])
-    for delta, discount in zip(reversed(deltas.unbind()), reversed(discounts.unbind())):  # rows as views
+    for delta, discount in zip(reversed(deltas.unbind()), reversed(discounts.unbind())):
         lastgaelam = delta + discount * lastgaelam
         advantages.append(lastgaelam)
     advantages = torch.stack(advantages[::-1])
@@ -317,14 +310,11 @@ def main():
     )
 
     agent = Agent(obs_dim, action_dim).to(device)
-    # fused: one kernel updates every tensor, about half the cost of a minibatch step for these
-    # small networks (it rounds differently from the default loop, same learning: see README)
+    # fused: one kernel for every tensor (same learning as the default loop: benchmark/results/speed)
     optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
 
-    # Rollout storage. next_obs_buf[t] is the state reached by step t (the final observation when
-    # the episode ended there), so the values of every state come from one batched critic pass
-    # after the rollout, as do the behaviour log-probs from one actor pass.
-    # numpy, not torch: writing one row of a numpy array costs a fraction of a torch index_put.
+    # Rollout storage (numpy: a row write costs a fraction of a torch index_put). next_obs_buf[t] is
+    # the state reached by step t, the final observation when the episode ended there.
     obs = np.zeros((args.num_steps, args.num_envs, obs_dim), dtype=np.float32)
     next_obs_buf = np.zeros((args.num_steps, args.num_envs, obs_dim), dtype=np.float32)
     actions = np.zeros((args.num_steps, args.num_envs, action_dim), dtype=np.float32)
@@ -375,7 +365,7 @@ def main():
         rollout = tuple(
             torch.tensor(x, device=device) for x in (obs, next_obs_buf, actions, rewards, terminations, dones)
         )
-        with torch.no_grad():  # behaviour log-probs of all steps in one batched pass, not one per step
+        with torch.no_grad():  # behaviour log-probs of the whole rollout, one batched pass
             behavior_logprobs, _ = agent.get_logprob_entropy(rollout[0], rollout[2])  # (obs, actions)
         replay.append(rollout + (behavior_logprobs,))
 
@@ -402,7 +392,7 @@ def main():
         clipfracs = []
         for epoch in range(args.update_epochs):
             b_inds = torch.randperm(data_size, device=device)
-            # one gather per tensor and epoch; each minibatch is then a slice, a view of it
+            # one gather per tensor and epoch; each minibatch is a slice of it
             shuffled = [x[b_inds] for x in (b_obs, b_actions, b_logprobs, b_advantages, b_returns, b_values)]
             epoch_logratios = []
             for start in range(0, data_size, minibatch_size):
@@ -443,8 +433,7 @@ def main():
                 nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm, foreach=True)
                 optimizer.step()
 
-            # Diagnostics from the epoch's stacked log-ratios: a few ops per epoch, not a dozen small
-            # ops and two synchronisations per minibatch
+            # diagnostics once per epoch, from its stacked log-ratios
             logratios = torch.stack(epoch_logratios)  # (num_minibatches, minibatch_size)
             ratios = logratios.exp()
             # calculate approx_kl http://joschu.net/blog/kl-approx.html (of the last minibatch)
