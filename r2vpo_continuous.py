@@ -45,6 +45,7 @@ import random
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -192,12 +193,6 @@ def make_vector_env(env_id, num_envs, capture_video, run_name, gamma):
     return envs
 
 
-def find_wrapper(env, wrapper_type):
-    while not isinstance(env, wrapper_type):
-        env = env.env
-    return env
-
-
 def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
     torch.nn.init.orthogonal_(layer.weight, std)
     torch.nn.init.constant_(layer.bias, bias_const)
@@ -260,6 +255,18 @@ class Agent(nn.Module):
         return log_prob.sum(-1), entropy.sum(-1)
 
 
+class Rollout(NamedTuple):
+    """One rollout as (num_steps, num_envs, ...) tensors, kept in the replay buffer."""
+
+    obs: torch.Tensor
+    next_obs: torch.Tensor  # the state reached by each step (the final observation where an episode ended)
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    terminations: torch.Tensor
+    dones: torch.Tensor
+    behavior_logprobs: torch.Tensor | None = None  # log mu(a|s) of the policy that acted
+
+
 def compute_gae(rewards, values, next_values, terminations, dones, gamma, gae_lambda):
     """Generalised advantage estimation over a (num_steps, num_envs) rollout.
 
@@ -307,9 +314,9 @@ def evaluate(model_path, env_id, eval_episodes, run_name, device, capture_video=
     """Reload the saved agent and observation statistics; run the deterministic mean action."""
     envs = make_vector_env(env_id, 1, capture_video, f"{run_name}-eval", gamma=None)
     checkpoint = torch.load(model_path, map_location=device)
-    obs_norm = find_wrapper(envs.envs[0], gym.wrappers.NormalizeObservation)
-    obs_norm.obs_rms.mean, obs_norm.obs_rms.var, obs_norm.obs_rms.count = (x.numpy() for x in checkpoint["obs_rms"])
-    obs_norm.update_running_mean = False  # evaluate with the training statistics, frozen
+    obs_rms = envs.envs[0].get_wrapper_attr("obs_rms")  # NormalizeObservation's running statistics
+    obs_rms.mean, obs_rms.var, obs_rms.count = (x.numpy() for x in checkpoint["obs_rms"])
+    envs.envs[0].set_wrapper_attr("update_running_mean", False)  # frozen (no NormalizeReward in this stack)
     agent = Agent(envs.single_observation_space.shape[0], envs.single_action_space.shape[0]).to(device)
     agent.load_state_dict(checkpoint["agent"])
     agent.eval()
@@ -407,29 +414,44 @@ def main():
                     writer.add_scalar("charts/episodic_length", episode["l"][i], global_step)
 
         rollout_time = time.time() - iteration_start
-        rollout = tuple(
-            torch.tensor(x, device=device) for x in (obs, next_obs_buf, actions, rewards, terminations, dones)
+        rollout = Rollout(
+            obs=torch.tensor(obs, device=device),
+            next_obs=torch.tensor(next_obs_buf, device=device),
+            actions=torch.tensor(actions, device=device),
+            rewards=torch.tensor(rewards, device=device),
+            terminations=torch.tensor(terminations, device=device),
+            dones=torch.tensor(dones, device=device),
         )
         with torch.no_grad():  # behaviour log-probs of the whole rollout, one batched pass
-            behavior_logprobs, _ = agent.get_logprob_entropy(rollout[0], rollout[2])  # (obs, actions)
-        replay.append(rollout + (behavior_logprobs,))
+            behavior_logprobs, _ = agent.get_logprob_entropy(rollout.obs, rollout.actions)
+        replay.append(rollout._replace(behavior_logprobs=behavior_logprobs))
 
         # Advantages of every kept rollout, recomputed with the current critic (its old values
         # and GAE are stale). The newest rollout gets exactly CleanRL's on-policy targets.
-        batches = []
+        values, advantages, returns = [], [], []
         with torch.no_grad():
-            for b_obs, b_next_obs, b_actions, b_rewards, b_terminations, b_dones, b_logprobs in replay:
-                values = agent.get_value(b_obs)
-                next_values = agent.get_value(b_next_obs)
-                advantages, returns = compute_gae(
-                    b_rewards, values, next_values, b_terminations, b_dones, args.gamma, args.gae_lambda
+            for rollout in replay:
+                values.append(agent.get_value(rollout.obs))
+                next_values = agent.get_value(rollout.next_obs)
+                rollout_advantages, rollout_returns = compute_gae(
+                    rollout.rewards,
+                    values[-1],
+                    next_values,
+                    rollout.terminations,
+                    rollout.dones,
+                    args.gamma,
+                    args.gae_lambda,
                 )
-                batches.append((b_obs, b_actions, b_logprobs, advantages, returns, values))
+                advantages.append(rollout_advantages)
+                returns.append(rollout_returns)
 
-        # flatten the batch
-        b_obs, b_actions, b_logprobs, b_advantages, b_returns, b_values = (
-            torch.cat([batch[k].reshape((-1,) + batch[k].shape[2:]) for batch in batches]) for k in range(6)
-        )
+        # flatten the batch: (kept rollouts x num_steps x num_envs, ...), oldest first
+        b_obs = torch.cat([rollout.obs for rollout in replay]).flatten(0, 1)
+        b_actions = torch.cat([rollout.actions for rollout in replay]).flatten(0, 1)
+        b_logprobs = torch.cat([rollout.behavior_logprobs for rollout in replay]).flatten(0, 1)
+        b_advantages = torch.cat(advantages).flatten(0, 1)
+        b_returns = torch.cat(returns).flatten(0, 1)
+        b_values = torch.cat(values).flatten(0, 1)
         data_size = b_obs.shape[0]
         minibatch_size = data_size // args.num_minibatches  # replay grows minibatches, not step count
 
@@ -460,11 +482,7 @@ def main():
                 # Value loss
                 if args.clip_vloss:
                     v_loss_unclipped = (newvalue - mb_returns) ** 2
-                    v_clipped = mb_values + torch.clamp(
-                        newvalue - mb_values,
-                        -args.clip_coef,
-                        args.clip_coef,
-                    )
+                    v_clipped = mb_values + torch.clamp(newvalue - mb_values, -args.clip_coef, args.clip_coef)
                     v_loss_clipped = (v_clipped - mb_returns) ** 2
                     v_loss_max = torch.max(v_loss_unclipped, v_loss_clipped)
                     v_loss = 0.5 * v_loss_max.mean()
@@ -525,7 +543,7 @@ def main():
 
     if args.save_model:
         model_path = f"runs/{run_name}/{args.exp_name}.cleanrl_model"
-        obs_rms = find_wrapper(envs.envs[0], gym.wrappers.NormalizeObservation).obs_rms
+        obs_rms = envs.envs[0].get_wrapper_attr("obs_rms")
         obs_stats = tuple(torch.as_tensor(x) for x in (obs_rms.mean, obs_rms.var, obs_rms.count))
         checkpoint = {"agent": agent.state_dict(), "obs_rms": obs_stats, "seed": args.seed}
         torch.save(checkpoint, model_path)
