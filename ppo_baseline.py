@@ -47,7 +47,7 @@ class Args:
     torch_deterministic: bool = True
     """if toggled, `torch.backends.cudnn.deterministic=True`"""
     cuda: bool = False
-    """if toggled, use CUDA when available (64-64 MLPs with one env are faster on the CPU)"""
+    """if toggled, use CUDA, refused where there is none (64-64 MLPs with one env are faster on the CPU)"""
     torch_threads: int = 1
     """torch CPU threads (one is as fast as two for these small networks)"""
     capture_video: bool = False
@@ -55,7 +55,7 @@ class Args:
     save_model: bool = False
     """whether to save the agent and its observation statistics, then evaluate the saved model"""
     eval_episodes: int = 10
-    """number of deterministic evaluation episodes of the saved model"""
+    """number of deterministic evaluation episodes of the saved model (0: save without evaluating)"""
 
     # Algorithm specific arguments
     env_id: str = "Hopper-v5"
@@ -105,22 +105,46 @@ class Args:
 
 
 def check_args(args: Args) -> None:
-    """Fail early, with one line, on settings that cannot give a meaningful run."""
-    if args.num_envs < 1 or args.num_steps < 1 or args.num_minibatches < 1 or args.update_epochs < 1:
-        raise SystemExit("error: --num-envs, --num-steps, --num-minibatches and --update-epochs must be >= 1")
-    if args.batch_size % args.num_minibatches != 0:
+    """Refuse, in one line and before any environment or run folder exists, a setting that cannot train."""
+    for name, value in vars(args).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SystemExit(f"error: --{name.replace('_', '-')} must be finite (got {value})")
+    ranges = {  # flag: (holds, what it must be); a NaN fails every comparison
+        "seed": (0 <= args.seed < 2**32, "in [0, 2**32)"),
+        "torch_threads": (args.torch_threads >= 1, ">= 1"),
+        "eval_episodes": (args.eval_episodes >= 0, ">= 0 (0: save without evaluating)"),
+        "learning_rate": (args.learning_rate > 0, "> 0"),
+        "num_envs": (args.num_envs >= 1, ">= 1"),
+        "num_steps": (args.num_steps >= 1, ">= 1"),
+        "gamma": (0 < args.gamma <= 1, "in (0, 1]"),
+        "gae_lambda": (0 <= args.gae_lambda <= 1, "in [0, 1]"),
+        "num_minibatches": (args.num_minibatches >= 1, ">= 1"),
+        "update_epochs": (args.update_epochs >= 1, ">= 1"),
+        "clip_coef": (args.clip_coef > 0, "> 0"),
+        "ent_coef": (args.ent_coef >= 0, ">= 0"),
+        "vf_coef": (args.vf_coef >= 0, ">= 0"),
+        "max_grad_norm": (args.max_grad_norm > 0, "> 0"),
+        "target_kl": (args.target_kl is None or args.target_kl > 0, "> 0 (or None: off)"),
+        "replay_depth": (args.replay_depth >= 1, ">= 1 (1 = on-policy)"),
+    }
+    for name, (holds, requirement) in ranges.items():
+        if not holds:
+            raise SystemExit(f"error: --{name.replace('_', '-')} must be {requirement} (got {getattr(args, name)})")
+    batch_size = args.num_envs * args.num_steps
+    if batch_size % args.num_minibatches != 0:
         raise SystemExit(
             f"error: --num-minibatches {args.num_minibatches} does not divide the batch size "
-            f"{args.batch_size} (= num_envs * num_steps)"
+            f"{batch_size} (= num_envs * num_steps)"
         )
-    if args.total_timesteps < args.batch_size:
+    if args.norm_adv and batch_size // args.num_minibatches < 2:  # the std of one advantage is NaN
         raise SystemExit(
-            f"error: --total-timesteps {args.total_timesteps} is smaller than one rollout ({args.batch_size})"
+            f"error: --num-minibatches {args.num_minibatches} leaves 1 sample per minibatch; normalising "
+            "advantages needs >= 2 (use fewer minibatches, or --no-norm-adv)"
         )
-    if args.replay_depth < 1:
-        raise SystemExit("error: --replay-depth must be >= 1 (1 = on-policy)")
-    if args.learning_rate <= 0 or not 0 < args.gamma <= 1 or not 0 <= args.gae_lambda <= 1:
-        raise SystemExit("error: need --learning-rate > 0, 0 < --gamma <= 1 and 0 <= --gae-lambda <= 1")
+    if args.total_timesteps < batch_size:
+        raise SystemExit(f"error: --total-timesteps {args.total_timesteps} is smaller than one rollout ({batch_size})")
+    if args.cuda and not torch.cuda.is_available():
+        raise SystemExit("error: --cuda, but torch finds no CUDA device (torch.cuda.is_available() is False)")
 
 
 def make_env(env_id, idx, capture_video, run_name, gamma):
@@ -269,7 +293,7 @@ def ppo_clip_loss(new_logprobs, behavior_logprobs, advantages, clip_coef):
 def evaluate(model_path, env_id, eval_episodes, run_name, device, capture_video=False):
     """Reload the saved agent and observation statistics; run the deterministic mean action."""
     envs = make_vector_env(env_id, 1, capture_video, f"{run_name}-eval", gamma=None)
-    checkpoint = torch.load(model_path, map_location=device)
+    checkpoint = torch.load(model_path, map_location="cpu")  # statistics to numpy here, weights to device below
     obs_rms = envs.envs[0].get_wrapper_attr("obs_rms")  # NormalizeObservation's running statistics
     obs_rms.mean, obs_rms.var, obs_rms.count = (x.numpy() for x in checkpoint["obs_rms"])
     envs.envs[0].set_wrapper_attr("update_running_mean", False)  # frozen (no NormalizeReward in this stack)
@@ -291,9 +315,9 @@ def evaluate(model_path, env_id, eval_episodes, run_name, device, capture_video=
 
 def main():
     args = tyro.cli(Args)
+    check_args(args)
     args.batch_size = int(args.num_envs * args.num_steps)
     args.minibatch_size = int(args.batch_size // args.num_minibatches)
-    check_args(args)
     args.num_iterations = args.total_timesteps // args.batch_size
     run_name = f"{args.env_id.replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
 
@@ -304,7 +328,7 @@ def main():
     rng = np.random.default_rng(args.seed)  # the rollout's action noise
     torch.backends.cudnn.deterministic = args.torch_deterministic
     torch.set_num_threads(args.torch_threads)
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    device = torch.device("cuda" if args.cuda else "cpu")
 
     # env setup
     envs = make_vector_env(args.env_id, args.num_envs, args.capture_video, run_name, args.gamma)
@@ -494,10 +518,13 @@ def main():
         checkpoint = {"agent": agent.state_dict(), "obs_rms": obs_stats, "seed": args.seed}
         torch.save(checkpoint, model_path)
         print(f"model saved to {model_path}")
-        episodic_returns = evaluate(model_path, args.env_id, args.eval_episodes, run_name, device, args.capture_video)
-        for idx, episodic_return in enumerate(episodic_returns):
-            writer.add_scalar("eval/episodic_return", episodic_return, idx)
-        print(f"eval: mean episodic return {np.mean(episodic_returns):.1f} over {len(episodic_returns)} episodes")
+        if args.eval_episodes > 0:
+            episodic_returns = evaluate(
+                model_path, args.env_id, args.eval_episodes, run_name, device, args.capture_video
+            )
+            for idx, episodic_return in enumerate(episodic_returns):
+                writer.add_scalar("eval/episodic_return", episodic_return, idx)
+            print(f"eval: mean episodic return {np.mean(episodic_returns):.1f} over {len(episodic_returns)} episodes")
 
     envs.close()
     writer.close()
