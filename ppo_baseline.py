@@ -21,6 +21,7 @@ Run:
     tensorboard --logdir runs
 """
 
+import importlib.util
 import math
 import os
 import random
@@ -48,6 +49,12 @@ class Args:
     """if toggled, `torch.backends.cudnn.deterministic=True`"""
     cuda: bool = False
     """if toggled, use CUDA, refused where there is none (64-64 MLPs with one env are faster on the CPU)"""
+    track: bool = False
+    """if toggled, track the run with Weights & Biases (`wandb`), which syncs the tensorboard logs"""
+    wandb_project_name: str = "r2vpo"
+    """the Weights & Biases project"""
+    wandb_entity: str | None = None
+    """the Weights & Biases entity, a user or team (None: your default entity)"""
     torch_threads: int = 1
     """torch CPU threads (one is as fast as two for these small networks)"""
     capture_video: bool = False
@@ -145,6 +152,8 @@ def check_args(args: Args) -> None:
         raise SystemExit(f"error: --total-timesteps {args.total_timesteps} is smaller than one rollout ({batch_size})")
     if args.cuda and not torch.cuda.is_available():
         raise SystemExit("error: --cuda, but torch finds no CUDA device (torch.cuda.is_available() is False)")
+    if args.track and importlib.util.find_spec("wandb") is None:
+        raise SystemExit("error: --track needs wandb (pip install wandb)")
 
 
 def make_env(env_id, idx, capture_video, run_name, gamma):
@@ -334,6 +343,18 @@ def main():
     envs = make_vector_env(args.env_id, args.num_envs, args.capture_video, run_name, args.gamma)
     obs_dim = envs.single_observation_space.shape[0]
     action_dim = envs.single_action_space.shape[0]
+    if args.track:
+        import wandb  # optional: imported only when tracking
+
+        wandb.init(
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            sync_tensorboard=True,  # the tensorboard tags below reach wandb as they are
+            config=vars(args),
+            name=run_name,
+            monitor_gym=True,
+            save_code=True,
+        )
     writer = SummaryWriter(f"runs/{run_name}")
     writer.add_text(
         "hyperparameters",

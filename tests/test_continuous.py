@@ -356,6 +356,13 @@ def test_cuda_without_cuda_is_refused(module, monkeypatch):
         module.check_args(tyro.cli(module.Args, args=["--cuda"]))
 
 
+@pytest.mark.parametrize("module", [ppo_baseline, r2vpo_continuous])
+def test_track_without_wandb_is_refused(module, monkeypatch):
+    monkeypatch.setattr(module.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(SystemExit, match="^error: --track needs wandb"):
+        module.check_args(tyro.cli(module.Args, args=["--track"]))
+
+
 def test_variance_center_is_a_choice_the_parser_checks(capsys):
     with pytest.raises(SystemExit) as refusal:
         tyro.cli(r2vpo_continuous.Args, args=["--variance-center", "two"])
@@ -402,11 +409,22 @@ def test_evaluate_loads_statistics_on_the_cpu_and_weights_on_the_device(module, 
     assert obs_norm.obs_rms.count == 7.0 and obs_norm.update_running_mean is False
 
 
-def test_eval_episodes_zero_saves_without_evaluating(tmp_path):
-    result = run_script("ppo_baseline.py", *TINY, "--save-model", "--eval-episodes", "0", cwd=tmp_path)
+def test_track_writes_an_offline_wandb_run_and_eval_episodes_zero_saves_only(tmp_path):
+    """Both scripts share these lines (diff), so one is run; one run checks both, to keep tests fast."""
+    wandb_dirs = {
+        f"WANDB_{name}": str(tmp_path / name.lower()) for name in ("DIR", "CONFIG_DIR", "CACHE_DIR", "DATA_DIR")
+    }
+    env = {**os.environ, **wandb_dirs, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    flags = ["--track", "--wandb-project-name", "test", "--save-model", "--eval-episodes", "0"]
+    result = run_script("ppo_baseline.py", *TINY, *flags, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
+    (run_file,) = glob.glob(str(tmp_path / "dir" / "wandb" / "offline-run-*" / "run-*.wandb"))
+    data = Path(run_file).read_bytes()
+    assert b"charts/episodic_return" in data and b"losses/value_loss" in data  # synced from tensorboard
+    assert b"exp_name" in data  # the config, vars(args)
+    # --eval-episodes 0: the model is saved, and nothing is evaluated (once: "nan over 0 episodes")
     assert glob.glob(str(tmp_path / "runs" / "*" / "*.cleanrl_model"))
-    assert "eval:" not in result.stdout and "nan" not in result.stdout  # once: "nan over 0 episodes"
+    assert "eval:" not in result.stdout and "nan" not in result.stdout
     assert "eval/episodic_return" not in read_scalars(tmp_path)
 
 
