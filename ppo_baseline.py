@@ -352,7 +352,7 @@ def main():
             sync_tensorboard=True,  # the tensorboard tags below reach wandb as they are
             config=vars(args),
             name=run_name,
-            monitor_gym=True,
+            monitor_gym=False,  # its RecordVideo patch crashes on gymnasium 1.x (wandb issue 10339)
             save_code=True,
         )
     writer = SummaryWriter(f"runs/{run_name}")
