@@ -20,13 +20,11 @@ and stale replayed samples (`--replay-depth`) are down-weighted instead of disca
   by delta so `--lambda-lr` is scale-free; lambda persists across iterations, capped by `--lambda-max`.
 [choice] The log-ratio is clamped to [-20, 20] before exp, as a numerical guard only.
 [choice] Defaults delta 0.05, lambda_lr 0.5 won a 1-seed, 100k-step screen on tasks outside the
-  results tables (README, control-sweep); lambda_init 1 and lambda_max 100 barely mattered there.
+  results tables (README, control-sweep); lambda_init 1 and lambda_max 100 were not varied.
 
-Everything but the policy loss follows the well-known CleanRL `ppo_continuous_action` recipe
-(1 env x 2048 steps, 10 epochs x 32 minibatches, Adam lr 3e-4 eps 1e-5 annealed linearly, gamma
-0.99, GAE lambda 0.95, clipped value loss, per-minibatch advantage normalisation, separate 64-64
-tanh actor and critic, state-independent log-std, observation and reward normalisation with
-clipping), on gymnasium 1.x and MuJoCo v5. Beyond it:
+Everything but the policy loss follows CleanRL's `ppo_continuous_action` (its defaults, its
+separate 64-64 tanh actor and critic, its observation and reward normalisation), on gymnasium 1.x
+and MuJoCo v5. Beyond it:
 - time-limit truncation is bootstrapped with the value of the final observation instead of
   being treated as a termination;
 - `--save-model` stores the observation-normalisation statistics with the weights, and the
@@ -253,8 +251,7 @@ class Agent(nn.Module):
         return self.critic(x).squeeze(-1)
 
     def numpy_actor(self):
-        """A NumPy copy of the current policy, sample_action(obs, rng), to act with in one rollout:
-        per step it costs a fraction of a torch forward (benchmark/results/speed/README.md)."""
+        """A NumPy copy of the policy, sample_action(obs, rng), to act in one rollout: cheaper per step than torch."""
 
         def to_numpy(tensor):  # a copy: the updates that follow cannot change this rollout's policy
             return tensor.detach().cpu().numpy().copy()
@@ -276,8 +273,7 @@ class Agent(nn.Module):
         return sample_action
 
     def get_logprob_entropy(self, x, action):
-        """Log-probabilities of given actions and the entropy of the diagonal Gaussian policy, written
-        out: a torch.distributions.Normal per call costs more than this small network."""
+        """Log-probs of `action` and entropy of the diagonal Gaussian, written out (cheaper than a Normal object)."""
         action_mean = self.actor_mean(x)
         log_std = self.actor_logstd
         z = (action - action_mean) / log_std.exp()
@@ -334,7 +330,7 @@ def r2vpo_policy_loss(new_logprobs, behavior_logprobs, advantages, lagrange_mult
 
 
 def dual_update(lagrange_multiplier, ratio_variance, delta, lr, lambda_max):
-    """Projected dual ascent on the normalised violation: clip(lambda + lr (V - delta)/delta, 0, max)."""
+    """The dual step of the module docstring: projected ascent on the normalised violation."""
     if delta <= 0:
         raise ValueError(f"delta must be > 0, got {delta}")
     violation = (float(ratio_variance) - delta) / delta
