@@ -20,13 +20,11 @@ and stale replayed samples (`--replay-depth`) are down-weighted instead of disca
   by delta so `--lambda-lr` is scale-free; lambda persists across iterations, capped by `--lambda-max`.
 [choice] The log-ratio is clamped to [-20, 20] before exp, as a numerical guard only.
 [choice] Defaults delta 0.05, lambda_lr 0.5 won a 1-seed, 100k-step screen on tasks outside the
-  results tables (README, control-sweep); lambda_init 1 and lambda_max 100 barely mattered there.
+  results tables (README, control-sweep); lambda_init 1 and lambda_max 100 were not varied.
 
-Everything but the policy loss follows the well-known CleanRL `ppo_continuous_action` recipe
-(1 env x 2048 steps, 10 epochs x 32 minibatches, Adam lr 3e-4 eps 1e-5 annealed linearly, gamma
-0.99, GAE lambda 0.95, clipped value loss, per-minibatch advantage normalisation, separate 64-64
-tanh actor and critic, state-independent log-std, observation and reward normalisation with
-clipping), on gymnasium 1.x and MuJoCo v5. Beyond it:
+Everything but the policy loss follows CleanRL's `ppo_continuous_action` (its defaults, its
+separate 64-64 tanh actor and critic, its observation and reward normalisation), on gymnasium 1.x
+and MuJoCo v5. Beyond it:
 - time-limit truncation is bootstrapped with the value of the final observation instead of
   being treated as a termination;
 - `--save-model` stores the observation-normalisation statistics with the weights, and the
@@ -39,12 +37,14 @@ Run:
     tensorboard --logdir runs
 """
 
+import importlib.util
 import math
 import os
 import random
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Literal, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -64,7 +64,13 @@ class Args:
     torch_deterministic: bool = True
     """if toggled, `torch.backends.cudnn.deterministic=True`"""
     cuda: bool = False
-    """if toggled, use CUDA when available (64-64 MLPs with one env are faster on the CPU)"""
+    """if toggled, use CUDA, refused where there is none (64-64 MLPs with one env are faster on the CPU)"""
+    track: bool = False
+    """if toggled, track the run with Weights & Biases (`wandb`), which syncs the tensorboard logs"""
+    wandb_project_name: str = "r2vpo"
+    """the Weights & Biases project"""
+    wandb_entity: str | None = None
+    """the Weights & Biases entity, a user or team (None: your default entity)"""
     torch_threads: int = 1
     """torch CPU threads (one is as fast as two for these small networks)"""
     capture_video: bool = False
@@ -72,7 +78,7 @@ class Args:
     save_model: bool = False
     """whether to save the agent and its observation statistics, then evaluate the saved model"""
     eval_episodes: int = 10
-    """number of deterministic evaluation episodes of the saved model"""
+    """number of deterministic evaluation episodes of the saved model (0: save without evaluating)"""
 
     # Algorithm specific arguments
     env_id: str = "Hopper-v5"
@@ -119,8 +125,8 @@ class Args:
     """dual step size on the normalised violation (V - delta) / delta"""
     lambda_max: float = 100.0
     """cap of the Lagrange multiplier (keeps one overshoot from freezing the policy)"""
-    variance_center: str = "mean"
-    """centre of the ratio variance: "mean" (batch mean of r) or "one" (E[r] under the behaviour policy)"""
+    variance_center: Literal["mean", "one"] = "mean"
+    """centre of the ratio variance: the minibatch mean of r, or one (E[r] under the behaviour policy)"""
 
     # to be filled in runtime
     batch_size: int = 0
@@ -132,28 +138,52 @@ class Args:
 
 
 def check_args(args: Args) -> None:
-    """Fail early, with one line, on settings that cannot give a meaningful run."""
-    if args.num_envs < 1 or args.num_steps < 1 or args.num_minibatches < 1 or args.update_epochs < 1:
-        raise SystemExit("error: --num-envs, --num-steps, --num-minibatches and --update-epochs must be >= 1")
-    if args.batch_size % args.num_minibatches != 0:
+    """Refuse, in one line and before any environment or run folder exists, a setting that cannot train."""
+    for name, value in vars(args).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SystemExit(f"error: --{name.replace('_', '-')} must be finite (got {value})")
+    ranges = {  # flag: (holds, what it must be); a NaN fails every comparison
+        "seed": (0 <= args.seed < 2**32, "in [0, 2**32)"),
+        "torch_threads": (args.torch_threads >= 1, ">= 1"),
+        "eval_episodes": (args.eval_episodes >= 0, ">= 0 (0: save without evaluating)"),
+        "learning_rate": (args.learning_rate > 0, "> 0"),
+        "num_envs": (args.num_envs >= 1, ">= 1"),
+        "num_steps": (args.num_steps >= 1, ">= 1"),
+        "gamma": (0 < args.gamma <= 1, "in (0, 1]"),
+        "gae_lambda": (0 <= args.gae_lambda <= 1, "in [0, 1]"),
+        "num_minibatches": (args.num_minibatches >= 1, ">= 1"),
+        "update_epochs": (args.update_epochs >= 1, ">= 1"),
+        "clip_coef": (args.clip_coef > 0, "> 0"),
+        "ent_coef": (args.ent_coef >= 0, ">= 0"),
+        "vf_coef": (args.vf_coef >= 0, ">= 0"),
+        "max_grad_norm": (args.max_grad_norm > 0, "> 0"),
+        "target_kl": (args.target_kl is None or args.target_kl > 0, "> 0 (or None: off)"),
+        "replay_depth": (args.replay_depth >= 1, ">= 1 (1 = on-policy)"),
+        "delta": (args.delta > 0, "> 0"),
+        "lambda_lr": (args.lambda_lr >= 0, ">= 0"),
+        "lambda_max": (args.lambda_max >= 0, ">= 0"),
+        "lambda_init": (0 <= args.lambda_init <= args.lambda_max, "in [0, --lambda-max]"),
+    }
+    for name, (holds, requirement) in ranges.items():
+        if not holds:
+            raise SystemExit(f"error: --{name.replace('_', '-')} must be {requirement} (got {getattr(args, name)})")
+    batch_size = args.num_envs * args.num_steps
+    if batch_size % args.num_minibatches != 0:
         raise SystemExit(
             f"error: --num-minibatches {args.num_minibatches} does not divide the batch size "
-            f"{args.batch_size} (= num_envs * num_steps)"
+            f"{batch_size} (= num_envs * num_steps)"
         )
-    if args.total_timesteps < args.batch_size:
+    if args.norm_adv and batch_size // args.num_minibatches < 2:  # the std of one advantage is NaN
         raise SystemExit(
-            f"error: --total-timesteps {args.total_timesteps} is smaller than one rollout ({args.batch_size})"
+            f"error: --num-minibatches {args.num_minibatches} leaves 1 sample per minibatch; normalising "
+            "advantages needs >= 2 (use fewer minibatches, or --no-norm-adv)"
         )
-    if args.replay_depth < 1:
-        raise SystemExit("error: --replay-depth must be >= 1 (1 = on-policy)")
-    if args.learning_rate <= 0 or not 0 < args.gamma <= 1 or not 0 <= args.gae_lambda <= 1:
-        raise SystemExit("error: need --learning-rate > 0, 0 < --gamma <= 1 and 0 <= --gae-lambda <= 1")
-    if args.delta <= 0:
-        raise SystemExit(f"error: --delta must be > 0 (got {args.delta})")
-    if args.lambda_lr < 0 or not 0 <= args.lambda_init <= args.lambda_max:
-        raise SystemExit("error: need --lambda-lr >= 0 and 0 <= --lambda-init <= --lambda-max")
-    if args.variance_center not in ("mean", "one"):
-        raise SystemExit(f"error: --variance-center must be 'mean' or 'one' (got {args.variance_center!r})")
+    if args.total_timesteps < batch_size:
+        raise SystemExit(f"error: --total-timesteps {args.total_timesteps} is smaller than one rollout ({batch_size})")
+    if args.cuda and not torch.cuda.is_available():
+        raise SystemExit("error: --cuda, but torch finds no CUDA device (torch.cuda.is_available() is False)")
+    if args.track and importlib.util.find_spec("wandb") is None:
+        raise SystemExit("error: --track needs wandb (pip install wandb)")
 
 
 def make_env(env_id, idx, capture_video, run_name, gamma):
@@ -192,12 +222,6 @@ def make_vector_env(env_id, num_envs, capture_video, run_name, gamma):
     return envs
 
 
-def find_wrapper(env, wrapper_type):
-    while not isinstance(env, wrapper_type):
-        env = env.env
-    return env
-
-
 def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
     torch.nn.init.orthogonal_(layer.weight, std)
     torch.nn.init.constant_(layer.bias, bias_const)
@@ -227,12 +251,7 @@ class Agent(nn.Module):
         return self.critic(x).squeeze(-1)
 
     def numpy_actor(self):
-        """A NumPy copy of the current policy, sample_action(obs, rng), to act with in one rollout.
-
-        Interleaved with the physics, a torch forward of this small actor costs ~200 us of dispatch
-        per step, the same three matmuls in NumPy ~45 us (benchmark/speed.py --actor-cost). Log-probs
-        of the taken actions still come from the torch actor, in one batched pass after the rollout.
-        """
+        """A NumPy copy of the policy, sample_action(obs, rng), to act in one rollout: cheaper per step than torch."""
 
         def to_numpy(tensor):  # a copy: the updates that follow cannot change this rollout's policy
             return tensor.detach().cpu().numpy().copy()
@@ -254,17 +273,25 @@ class Agent(nn.Module):
         return sample_action
 
     def get_logprob_entropy(self, x, action):
-        """Log-probabilities of given actions and the entropy of the diagonal Gaussian policy.
-
-        Written out rather than built as torch.distributions.Normal, whose construction and
-        validation cost more than the 64-64 network, and with as few autograd nodes as the formula.
-        """
+        """Log-probs of `action` and entropy of the diagonal Gaussian, written out (cheaper than a Normal object)."""
         action_mean = self.actor_mean(x)
         log_std = self.actor_logstd
         z = (action - action_mean) / log_std.exp()
         log_prob = -0.5 * z**2 - log_std - 0.5 * math.log(2 * math.pi)
         entropy = (log_std + 0.5 + 0.5 * math.log(2 * math.pi)).expand_as(action_mean)
         return log_prob.sum(-1), entropy.sum(-1)
+
+
+class Rollout(NamedTuple):
+    """One rollout as (num_steps, num_envs, ...) tensors, kept in the replay buffer."""
+
+    obs: torch.Tensor
+    next_obs: torch.Tensor  # the state reached by each step (the final observation where an episode ended)
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    terminations: torch.Tensor
+    dones: torch.Tensor
+    behavior_logprobs: torch.Tensor | None = None  # log mu(a|s) of the policy that acted
 
 
 def compute_gae(rewards, values, next_values, terminations, dones, gamma, gae_lambda):
@@ -279,9 +306,9 @@ def compute_gae(rewards, values, next_values, terminations, dones, gamma, gae_la
     Returns (advantages, returns = advantages + values).
     """
     deltas = rewards + gamma * (1.0 - terminations) * next_values - values
-    discounts = gamma * gae_lambda * (1.0 - dones)  # computed for all steps at once, not one per step
+    discounts = gamma * gae_lambda * (1.0 - dones)
     advantages, lastgaelam = [], torch.zeros_like(rewards[0])
-    for delta, discount in zip(reversed(deltas.unbind()), reversed(discounts.unbind())):  # rows as views
+    for delta, discount in zip(reversed(deltas.unbind()), reversed(discounts.unbind())):
         lastgaelam = delta + discount * lastgaelam
         advantages.append(lastgaelam)
     advantages = torch.stack(advantages[::-1])
@@ -295,7 +322,7 @@ def r2vpo_policy_loss(new_logprobs, behavior_logprobs, advantages, lagrange_mult
     """
     ratio = (new_logprobs - behavior_logprobs).clamp(-20.0, 20.0).exp()  # guard against overflow only
     if center == "mean":
-        ratio_variance = ratio.var(unbiased=False)  # population variance (ddof=0), one autograd node
+        ratio_variance = ratio.var(unbiased=False)  # population variance (ddof=0)
     else:
         ratio_variance = ((ratio - 1.0) ** 2).mean()  # second moment around E_mu[r] = 1
     loss = -(ratio * advantages).mean() + lagrange_multiplier * ratio_variance
@@ -303,7 +330,7 @@ def r2vpo_policy_loss(new_logprobs, behavior_logprobs, advantages, lagrange_mult
 
 
 def dual_update(lagrange_multiplier, ratio_variance, delta, lr, lambda_max):
-    """Projected dual ascent on the normalised violation: clip(lambda + lr (V - delta)/delta, 0, max)."""
+    """The dual step of the module docstring: projected ascent on the normalised violation."""
     if delta <= 0:
         raise ValueError(f"delta must be > 0, got {delta}")
     violation = (float(ratio_variance) - delta) / delta
@@ -313,10 +340,10 @@ def dual_update(lagrange_multiplier, ratio_variance, delta, lr, lambda_max):
 def evaluate(model_path, env_id, eval_episodes, run_name, device, capture_video=False):
     """Reload the saved agent and observation statistics; run the deterministic mean action."""
     envs = make_vector_env(env_id, 1, capture_video, f"{run_name}-eval", gamma=None)
-    checkpoint = torch.load(model_path, map_location=device)
-    obs_norm = find_wrapper(envs.envs[0], gym.wrappers.NormalizeObservation)
-    obs_norm.obs_rms.mean, obs_norm.obs_rms.var, obs_norm.obs_rms.count = (x.numpy() for x in checkpoint["obs_rms"])
-    obs_norm.update_running_mean = False  # evaluate with the training statistics, frozen
+    checkpoint = torch.load(model_path, map_location="cpu")  # statistics to numpy here, weights to device below
+    obs_rms = envs.envs[0].get_wrapper_attr("obs_rms")  # NormalizeObservation's running statistics
+    obs_rms.mean, obs_rms.var, obs_rms.count = (x.numpy() for x in checkpoint["obs_rms"])
+    envs.envs[0].set_wrapper_attr("update_running_mean", False)  # frozen (no NormalizeReward in this stack)
     agent = Agent(envs.single_observation_space.shape[0], envs.single_action_space.shape[0]).to(device)
     agent.load_state_dict(checkpoint["agent"])
     agent.eval()
@@ -335,9 +362,9 @@ def evaluate(model_path, env_id, eval_episodes, run_name, device, capture_video=
 
 def main():
     args = tyro.cli(Args)
+    check_args(args)
     args.batch_size = int(args.num_envs * args.num_steps)
     args.minibatch_size = int(args.batch_size // args.num_minibatches)
-    check_args(args)
     args.num_iterations = args.total_timesteps // args.batch_size
     run_name = f"{args.env_id.replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
 
@@ -348,12 +375,24 @@ def main():
     rng = np.random.default_rng(args.seed)  # the rollout's action noise
     torch.backends.cudnn.deterministic = args.torch_deterministic
     torch.set_num_threads(args.torch_threads)
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    device = torch.device("cuda" if args.cuda else "cpu")
 
     # env setup
     envs = make_vector_env(args.env_id, args.num_envs, args.capture_video, run_name, args.gamma)
     obs_dim = envs.single_observation_space.shape[0]
     action_dim = envs.single_action_space.shape[0]
+    if args.track:
+        import wandb  # optional: imported only when tracking
+
+        wandb.init(
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            sync_tensorboard=True,  # the tensorboard tags below reach wandb as they are
+            config=vars(args),
+            name=run_name,
+            monitor_gym=False,  # its RecordVideo patch crashes on gymnasium 1.x (wandb issue 10339)
+            save_code=True,
+        )
     writer = SummaryWriter(f"runs/{run_name}")
     writer.add_text(
         "hyperparameters",
@@ -361,14 +400,11 @@ def main():
     )
 
     agent = Agent(obs_dim, action_dim).to(device)
-    # fused: one kernel updates every tensor, about half the cost of a minibatch step for these
-    # small networks (it rounds differently from the default loop, same learning: see README)
+    # fused: one kernel for every tensor (same learning as the default loop: benchmark/results/speed)
     optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
 
-    # Rollout storage. next_obs_buf[t] is the state reached by step t (the final observation when
-    # the episode ended there), so the values of every state come from one batched critic pass
-    # after the rollout, as do the behaviour log-probs from one actor pass.
-    # numpy, not torch: writing one row of a numpy array costs a fraction of a torch index_put.
+    # Rollout storage (numpy: a row write costs a fraction of a torch index_put). next_obs_buf[t] is
+    # the state reached by step t, the final observation when the episode ended there.
     obs = np.zeros((args.num_steps, args.num_envs, obs_dim), dtype=np.float32)
     next_obs_buf = np.zeros((args.num_steps, args.num_envs, obs_dim), dtype=np.float32)
     actions = np.zeros((args.num_steps, args.num_envs, action_dim), dtype=np.float32)
@@ -417,29 +453,44 @@ def main():
                     writer.add_scalar("charts/episodic_length", episode["l"][i], global_step)
 
         rollout_time = time.time() - iteration_start
-        rollout = tuple(
-            torch.tensor(x, device=device) for x in (obs, next_obs_buf, actions, rewards, terminations, dones)
+        rollout = Rollout(
+            obs=torch.tensor(obs, device=device),
+            next_obs=torch.tensor(next_obs_buf, device=device),
+            actions=torch.tensor(actions, device=device),
+            rewards=torch.tensor(rewards, device=device),
+            terminations=torch.tensor(terminations, device=device),
+            dones=torch.tensor(dones, device=device),
         )
-        with torch.no_grad():  # behaviour log-probs of all steps in one batched pass, not one per step
-            behavior_logprobs, _ = agent.get_logprob_entropy(rollout[0], rollout[2])  # (obs, actions)
-        replay.append(rollout + (behavior_logprobs,))
+        with torch.no_grad():  # behaviour log-probs of the whole rollout, one batched pass
+            behavior_logprobs, _ = agent.get_logprob_entropy(rollout.obs, rollout.actions)
+        replay.append(rollout._replace(behavior_logprobs=behavior_logprobs))
 
         # Advantages of every kept rollout, recomputed with the current critic (its old values
         # and GAE are stale). The newest rollout gets exactly CleanRL's on-policy targets.
-        batches = []
+        values, advantages, returns = [], [], []
         with torch.no_grad():
-            for b_obs, b_next_obs, b_actions, b_rewards, b_terminations, b_dones, b_logprobs in replay:
-                values = agent.get_value(b_obs)
-                next_values = agent.get_value(b_next_obs)
-                advantages, returns = compute_gae(
-                    b_rewards, values, next_values, b_terminations, b_dones, args.gamma, args.gae_lambda
+            for rollout in replay:
+                values.append(agent.get_value(rollout.obs))
+                next_values = agent.get_value(rollout.next_obs)
+                rollout_advantages, rollout_returns = compute_gae(
+                    rollout.rewards,
+                    values[-1],
+                    next_values,
+                    rollout.terminations,
+                    rollout.dones,
+                    args.gamma,
+                    args.gae_lambda,
                 )
-                batches.append((b_obs, b_actions, b_logprobs, advantages, returns, values))
+                advantages.append(rollout_advantages)
+                returns.append(rollout_returns)
 
-        # flatten the batch
-        b_obs, b_actions, b_logprobs, b_advantages, b_returns, b_values = (
-            torch.cat([batch[k].reshape((-1,) + batch[k].shape[2:]) for batch in batches]) for k in range(6)
-        )
+        # flatten the batch: (kept rollouts x num_steps x num_envs, ...), oldest first
+        b_obs = torch.cat([rollout.obs for rollout in replay]).flatten(0, 1)
+        b_actions = torch.cat([rollout.actions for rollout in replay]).flatten(0, 1)
+        b_logprobs = torch.cat([rollout.behavior_logprobs for rollout in replay]).flatten(0, 1)
+        b_advantages = torch.cat(advantages).flatten(0, 1)
+        b_returns = torch.cat(returns).flatten(0, 1)
+        b_values = torch.cat(values).flatten(0, 1)
         data_size = b_obs.shape[0]
         minibatch_size = data_size // args.num_minibatches  # replay grows minibatches, not step count
 
@@ -447,7 +498,7 @@ def main():
         clipfracs, lagrange_multipliers = [], []
         for epoch in range(args.update_epochs):
             b_inds = torch.randperm(data_size, device=device)
-            # one gather per tensor and epoch; each minibatch is then a slice, a view of it
+            # one gather per tensor and epoch; each minibatch is a slice of it
             shuffled = [x[b_inds] for x in (b_obs, b_actions, b_logprobs, b_advantages, b_returns, b_values)]
             epoch_logratios, epoch_ratio_variances = [], []
             for start in range(0, data_size, minibatch_size):
@@ -470,11 +521,7 @@ def main():
                 # Value loss
                 if args.clip_vloss:
                     v_loss_unclipped = (newvalue - mb_returns) ** 2
-                    v_clipped = mb_values + torch.clamp(
-                        newvalue - mb_values,
-                        -args.clip_coef,
-                        args.clip_coef,
-                    )
+                    v_clipped = mb_values + torch.clamp(newvalue - mb_values, -args.clip_coef, args.clip_coef)
                     v_loss_clipped = (v_clipped - mb_returns) ** 2
                     v_loss_max = torch.max(v_loss_unclipped, v_loss_clipped)
                     v_loss = 0.5 * v_loss_max.mean()
@@ -495,8 +542,7 @@ def main():
                 )
                 lagrange_multipliers.append(lagrange_multiplier)
 
-            # Diagnostics from the epoch's stacked log-ratios: a few ops per epoch, not a dozen small
-            # ops and two synchronisations per minibatch
+            # diagnostics once per epoch, from its stacked log-ratios
             logratios = torch.stack(epoch_logratios)  # (num_minibatches, minibatch_size)
             ratios = logratios.exp()
             # calculate approx_kl http://joschu.net/blog/kl-approx.html (of the last minibatch)
@@ -536,15 +582,18 @@ def main():
 
     if args.save_model:
         model_path = f"runs/{run_name}/{args.exp_name}.cleanrl_model"
-        obs_rms = find_wrapper(envs.envs[0], gym.wrappers.NormalizeObservation).obs_rms
+        obs_rms = envs.envs[0].get_wrapper_attr("obs_rms")
         obs_stats = tuple(torch.as_tensor(x) for x in (obs_rms.mean, obs_rms.var, obs_rms.count))
         checkpoint = {"agent": agent.state_dict(), "obs_rms": obs_stats, "seed": args.seed}
         torch.save(checkpoint, model_path)
         print(f"model saved to {model_path}")
-        episodic_returns = evaluate(model_path, args.env_id, args.eval_episodes, run_name, device, args.capture_video)
-        for idx, episodic_return in enumerate(episodic_returns):
-            writer.add_scalar("eval/episodic_return", episodic_return, idx)
-        print(f"eval: mean episodic return {np.mean(episodic_returns):.1f} over {len(episodic_returns)} episodes")
+        if args.eval_episodes > 0:
+            episodic_returns = evaluate(
+                model_path, args.env_id, args.eval_episodes, run_name, device, args.capture_video
+            )
+            for idx, episodic_return in enumerate(episodic_returns):
+                writer.add_scalar("eval/episodic_return", episodic_return, idx)
+            print(f"eval: mean episodic return {np.mean(episodic_returns):.1f} over {len(episodic_returns)} episodes")
 
     envs.close()
     writer.close()

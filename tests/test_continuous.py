@@ -6,11 +6,14 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+import tyro
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import ppo_baseline
@@ -209,9 +212,9 @@ def test_dual_update_direction_and_bounds():
 # ---------------------------------------------------------------- end to end
 
 
-def run_script(script, *flags, cwd):
+def run_script(script, *flags, cwd, env=None):
     return subprocess.run(
-        [sys.executable, str(ROOT / script), *flags], cwd=cwd, capture_output=True, text=True, timeout=300
+        [sys.executable, str(ROOT / script), *flags], cwd=cwd, capture_output=True, text=True, timeout=300, env=env
     )
 
 
@@ -287,17 +290,91 @@ def test_same_seed_gives_identical_losses(tmp_path):
 
 # ---------------------------------------------------------------- bad input
 
+# Each of these once trained on silently (NaN, gradient ascent, an inverted clamp) or crashed with a
+# traceback: check_args must refuse it in one line, before any environment exists.
+REFUSED_BY_BOTH = [
+    (["--learning-rate", "inf"], "--learning-rate must be finite"),
+    (["--learning-rate", "nan"], "--learning-rate must be finite"),
+    (["--learning-rate", "0"], "--learning-rate must be > 0"),
+    (["--vf-coef", "nan"], "--vf-coef must be finite"),
+    (["--vf-coef", "-0.5"], "--vf-coef must be >= 0"),
+    (["--ent-coef", "-0.01"], "--ent-coef must be >= 0"),
+    (["--max-grad-norm", "-1"], "--max-grad-norm must be > 0"),
+    (["--clip-coef", "-0.2"], "--clip-coef must be > 0"),
+    (["--target-kl", "-1"], "--target-kl must be > 0"),
+    (["--target-kl", "inf"], "--target-kl must be finite"),
+    (["--gamma", "1.5"], "--gamma must be in (0, 1]"),
+    (["--gae-lambda", "nan"], "--gae-lambda must be finite"),
+    (["--torch-threads", "0"], "--torch-threads must be >= 1"),
+    (["--seed", "-1"], "--seed must be in [0, 2**32)"),
+    (["--eval-episodes", "-1"], "--eval-episodes must be >= 0"),
+    (["--num-minibatches", "0"], "--num-minibatches must be >= 1"),
+    (["--num-minibatches", "3"], "does not divide the batch size"),
+    (["--num-minibatches", "64"], "leaves 1 sample per minibatch"),  # TINY's batch is 64 steps
+    (["--replay-depth", "0"], "--replay-depth must be >= 1"),
+    (["--total-timesteps", "10"], "smaller than one rollout"),
+]
+REFUSED_BY_R2VPO = [
+    (["--delta", "nan"], "--delta must be finite"),
+    (["--delta", "inf"], "--delta must be finite"),
+    (["--delta", "0"], "--delta must be > 0"),
+    (["--delta", "-0.1"], "--delta must be > 0"),
+    (["--lambda-lr", "nan"], "--lambda-lr must be finite"),
+    (["--lambda-lr", "-0.1"], "--lambda-lr must be >= 0"),
+    (["--lambda-max", "inf"], "--lambda-max must be finite"),
+    (["--lambda-init", "200"], "--lambda-init must be in [0, --lambda-max]"),
+]
+
+
+@pytest.mark.parametrize(
+    "module, flags, message",
+    [(module, flags, message) for module in (ppo_baseline, r2vpo_continuous) for flags, message in REFUSED_BY_BOTH]
+    + [(r2vpo_continuous, flags, message) for flags, message in REFUSED_BY_R2VPO],
+)
+def test_check_args_refuses_bad_flags_in_one_line(module, flags, message):
+    with pytest.raises(SystemExit) as refusal:
+        module.check_args(tyro.cli(module.Args, args=[*TINY, *flags]))
+    text = str(refusal.value)
+    assert text.startswith("error: ") and message in text and "\n" not in text
+
+
+@pytest.mark.parametrize("module", [ppo_baseline, r2vpo_continuous])
+def test_check_args_accepts_the_defaults_and_the_edges(module):
+    for flags in (
+        [],
+        TINY,
+        [*TINY, "--num-minibatches", "64", "--no-norm-adv"],
+        ["--eval-episodes", "0", "--save-model"],
+    ):
+        module.check_args(tyro.cli(module.Args, args=flags))
+
+
+@pytest.mark.parametrize("module", [ppo_baseline, r2vpo_continuous])
+def test_cuda_without_cuda_is_refused(module, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit, match="^error: --cuda, but torch finds no CUDA device"):
+        module.check_args(tyro.cli(module.Args, args=["--cuda"]))
+
+
+@pytest.mark.parametrize("module", [ppo_baseline, r2vpo_continuous])
+def test_track_without_wandb_is_refused(module, monkeypatch):
+    monkeypatch.setattr(module.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(SystemExit, match="^error: --track needs wandb"):
+        module.check_args(tyro.cli(module.Args, args=["--track"]))
+
+
+def test_variance_center_is_a_choice_the_parser_checks(capsys):
+    with pytest.raises(SystemExit) as refusal:
+        tyro.cli(r2vpo_continuous.Args, args=["--variance-center", "two"])
+    assert refusal.value.code == 2 and "'mean', 'one'" in capsys.readouterr().err
+
 
 @pytest.mark.parametrize(
     "script, flags, message",
     [
-        ("r2vpo_continuous.py", ["--delta", "0"], "--delta must be > 0"),
-        ("r2vpo_continuous.py", ["--delta", "-0.1"], "--delta must be > 0"),
-        ("ppo_baseline.py", ["--num-minibatches", "3"], "does not divide the batch size"),
+        ("r2vpo_continuous.py", ["--delta", "nan"], "--delta must be finite (got nan)"),
         ("r2vpo_continuous.py", ["--env-id", "NoSuchEnv-v0"], "cannot make environment 'NoSuchEnv-v0'"),
         ("ppo_baseline.py", ["--env-id", "CartPole-v1"], "needs continuous (Box) actions"),
-        ("ppo_baseline.py", ["--replay-depth", "0"], "--replay-depth must be >= 1"),
-        ("r2vpo_continuous.py", ["--total-timesteps", "10"], "smaller than one rollout"),
     ],
 )
 def test_bad_input_gives_one_line_error(script, flags, message, tmp_path):
@@ -307,6 +384,48 @@ def test_bad_input_gives_one_line_error(script, flags, message, tmp_path):
     assert message in last_line and last_line.startswith("error:")
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "runs").exists()  # failed before any run folder was made
+
+
+# ---------------------------------------------------------------- saving, evaluating, tracking
+
+
+@pytest.mark.parametrize("module", [ppo_baseline, r2vpo_continuous])
+def test_evaluate_loads_statistics_on_the_cpu_and_weights_on_the_device(module, tmp_path, monkeypatch):
+    """`--cuda --save-model`: the statistics must reach the environment as numpy arrays whatever the
+    device. No GPU here, so the meta device stands in: like CUDA tensors, its tensors refuse .numpy()."""
+    mean, var = torch.arange(11, dtype=torch.float64), torch.full((11,), 4.0, dtype=torch.float64)
+    checkpoint = {"agent": module.Agent(11, 3).state_dict(), "obs_rms": (mean, var, torch.tensor(7.0)), "seed": 1}
+    torch.save(checkpoint, tmp_path / "model")
+    envs = module.make_vector_env("Hopper-v5", 1, False, "eval", gamma=None)
+    monkeypatch.setattr(module, "make_vector_env", lambda *args, **kwargs: envs)  # keep a handle on them
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # copying weights into meta parameters is a no-op, and says so
+        assert module.evaluate(str(tmp_path / "model"), "Hopper-v5", 0, "eval", torch.device("meta")) == []
+    obs_norm = envs.envs[0]
+    while not isinstance(obs_norm, gym.wrappers.NormalizeObservation):  # found without gymnasium's lookup
+        obs_norm = obs_norm.env
+    np.testing.assert_array_equal(obs_norm.obs_rms.mean, mean.numpy())
+    np.testing.assert_array_equal(obs_norm.obs_rms.var, var.numpy())
+    assert obs_norm.obs_rms.count == 7.0 and obs_norm.update_running_mean is False
+
+
+def test_track_writes_an_offline_wandb_run_and_eval_episodes_zero_saves_only(tmp_path):
+    """Both scripts share these lines (diff), so one is run; one run checks both, to keep tests fast."""
+    wandb_dirs = {
+        f"WANDB_{name}": str(tmp_path / name.lower()) for name in ("DIR", "CONFIG_DIR", "CACHE_DIR", "DATA_DIR")
+    }
+    env = {**os.environ, **wandb_dirs, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    flags = ["--track", "--wandb-project-name", "test", "--save-model", "--eval-episodes", "0"]
+    result = run_script("ppo_baseline.py", *TINY, *flags, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    (run_file,) = glob.glob(str(tmp_path / "dir" / "wandb" / "offline-run-*" / "run-*.wandb"))
+    data = Path(run_file).read_bytes()
+    assert b"charts/episodic_return" in data and b"losses/value_loss" in data  # synced from tensorboard
+    assert b"exp_name" in data  # the config, vars(args)
+    # --eval-episodes 0: the model is saved, and nothing is evaluated (once: "nan over 0 episodes")
+    assert glob.glob(str(tmp_path / "runs" / "*" / "*.cleanrl_model"))
+    assert "eval:" not in result.stdout and "nan" not in result.stdout
+    assert "eval/episodic_return" not in read_scalars(tmp_path)
 
 
 def test_speed_benchmark_runs_end_to_end(tmp_path):
