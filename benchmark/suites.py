@@ -106,6 +106,23 @@ LLM_SETTINGS = (
     Setting("r2vpo-replay", "r2vpo", LLM_SCRIPT, ("--loss", "r2vpo", "--replay-depth", "2", "--fresh-fraction", "0.5")),
 )
 
+# LLM regime scan (issue: where does the clipped loss clip?): the clipped loss under more optimiser
+# steps per batch, larger learning rates and replay, from the default job (lr 2e-6, 1 epoch, minibatch
+# 16 = 4 steps per 64-completion batch). One seed, 6 iterations, evaluated before and after.
+LLM_SCAN_SETTINGS = tuple(
+    Setting(label, "clip", LLM_SCRIPT, ("--loss", "clip", *flags))
+    for label, flags in (
+        ("clip-default", ()),
+        ("clip-epochs2", ("--update-epochs", "2")),
+        ("clip-epochs4", ("--update-epochs", "4")),
+        ("clip-minibatch8", ("--minibatch-size", "8")),
+        ("clip-lr5e-6", ("--learning-rate", "5e-6")),
+        ("clip-lr1e-5", ("--learning-rate", "1e-5")),
+        ("clip-replay2-fresh0.5", ("--replay-depth", "2", "--fresh-fraction", "0.5")),
+        ("clip-replay4-fresh0.25", ("--replay-depth", "4", "--fresh-fraction", "0.25")),
+    )
+)
+
 SUITES = {
     suite.name: suite
     for suite in (
@@ -165,6 +182,18 @@ SUITES = {
             seeds=(1, 2),
             total_timesteps=200_000,
             common_flags=CONTROL_EVAL_FLAGS,
+        ),
+        Suite(
+            name="llm-scan",
+            description="Where the clipped loss clips on the default LLM job: more optimiser steps per batch, larger "
+            "learning rates, replay; clip only, seed 1, 6 iterations x 64 completions (8 runs, ~2 CPU-hours).",
+            kind="llm",
+            tasks=(Task("arith"),),
+            settings=LLM_SCAN_SETTINGS,
+            seeds=(1,),
+            total_timesteps=None,
+            common_flags=("--num-iterations", "6", "--eval-every", "6", "--num-threads", "1"),
+            threads_per_run=1,
         ),
         Suite(
             name="llm-arith",
