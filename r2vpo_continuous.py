@@ -104,9 +104,11 @@ class Args:
     norm_adv: bool = True
     """toggles advantages normalization (per minibatch)"""
     clip_coef: float = 0.2
-    """the value-loss clipping coefficient, and the |r-1| threshold of would_clip_frac (the policy is not clipped)"""
+    """the |r-1| threshold of would_clip_frac, and the value-loss clip unless --vf-clip-coef (no policy clip)"""
     clip_vloss: bool = True
     """toggles whether or not to use a clipped loss for the value function, as per the paper"""
+    vf_clip_coef: float | None = None
+    """the value-loss clipping coefficient (None: --clip-coef, CleanRL's one coefficient for both)"""
     ent_coef: float = 0.0
     """coefficient of the entropy"""
     vf_coef: float = 0.5
@@ -154,6 +156,7 @@ def check_args(args: Args) -> None:
         "num_minibatches": (args.num_minibatches >= 1, ">= 1"),
         "update_epochs": (args.update_epochs >= 1, ">= 1"),
         "clip_coef": (args.clip_coef > 0, "> 0"),
+        "vf_clip_coef": (args.vf_clip_coef is None or args.vf_clip_coef > 0, "> 0 (or None: --clip-coef)"),
         "ent_coef": (args.ent_coef >= 0, ">= 0"),
         "vf_coef": (args.vf_coef >= 0, ">= 0"),
         "max_grad_norm": (args.max_grad_norm > 0, "> 0"),
@@ -366,6 +369,7 @@ def main():
     args.batch_size = int(args.num_envs * args.num_steps)
     args.minibatch_size = int(args.batch_size // args.num_minibatches)
     args.num_iterations = args.total_timesteps // args.batch_size
+    args.vf_clip_coef = args.clip_coef if args.vf_clip_coef is None else args.vf_clip_coef
     run_name = f"{args.env_id.replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
 
     # TRY NOT TO MODIFY: seeding
@@ -521,7 +525,7 @@ def main():
                 # Value loss
                 if args.clip_vloss:
                     v_loss_unclipped = (newvalue - mb_returns) ** 2
-                    v_clipped = mb_values + torch.clamp(newvalue - mb_values, -args.clip_coef, args.clip_coef)
+                    v_clipped = mb_values + torch.clamp(newvalue - mb_values, -args.vf_clip_coef, args.vf_clip_coef)
                     v_loss_clipped = (v_clipped - mb_returns) ** 2
                     v_loss_max = torch.max(v_loss_unclipped, v_loss_clipped)
                     v_loss = 0.5 * v_loss_max.mean()

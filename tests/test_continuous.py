@@ -303,6 +303,7 @@ REFUSED_BY_BOTH = [
     (["--clip-coef", "-0.2"], "--clip-coef must be > 0"),
     (["--target-kl", "-1"], "--target-kl must be > 0"),
     (["--target-kl", "inf"], "--target-kl must be finite"),
+    (["--vf-clip-coef", "0"], "--vf-clip-coef must be > 0"),
     (["--gamma", "1.5"], "--gamma must be in (0, 1]"),
     (["--gae-lambda", "nan"], "--gae-lambda must be finite"),
     (["--torch-threads", "0"], "--torch-threads must be >= 1"),
