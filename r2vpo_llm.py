@@ -720,7 +720,9 @@ def generate(model, prompts, group_size, eos_token_ids, pad_token_id, max_new_to
     model.eval()
     prompts_per_call = max(1, batch_size // group_size)
     for start in range(0, len(prompts), prompts_per_call):
-        ids, mask = (x.to(device) for x in left_pad(prompts[start : start + prompts_per_call], pad_token_id))
+        ids, mask = (
+            x.to(device) for x in left_pad(prompts[start : start + prompts_per_call], pad_token_id)
+        )  # (prompts, P)
         shared = {}
         if group_size > 1 and ids.shape[1] > 1:  # generate() then only has the last prompt token left to read
             head, head_mask = ids[:, :-1], mask[:, :-1]
@@ -728,9 +730,12 @@ def generate(model, prompts, group_size, eos_token_ids, pad_token_id, max_new_to
             cache = prefill[cache_key(model)]
             cache.batch_repeat_interleave(group_size)
             shared = {cache_key(model): cache}
-        ids, mask = ids.repeat_interleave(group_size, dim=0), mask.repeat_interleave(group_size, dim=0)
+        ids, mask = (
+            ids.repeat_interleave(group_size, dim=0),
+            mask.repeat_interleave(group_size, dim=0),
+        )  # (prompts * G, P)
         output = model.generate(input_ids=ids, attention_mask=mask, generation_config=config, **shared)
-        for row in output[:, ids.shape[1] :].cpu():
+        for row in output[:, ids.shape[1] :].cpu():  # (max_new_tokens,) at most
             ends = torch.isin(row, torch.tensor(eos_token_ids)).nonzero()
             completions.append(row[: ends[0, 0] + 1] if len(ends) else row)
     return completions
@@ -754,14 +759,14 @@ def collate(samples, pad_token_id: int, device):
         if sample.get("reference_logprobs") is not None:
             reference_logprobs[row, :n] = sample["reference_logprobs"]
     batch = {
-        "prompt_ids": prompt_ids_,
-        "prompt_mask": prompt_mask,
-        "prompt_index": torch.tensor([prompt_rows[s["group"]][0] for s in samples]),
-        "completion_ids": completion_ids,
-        "completion_mask": completion_mask,
-        "behavior_logprobs": behavior_logprobs,
-        "reference_logprobs": reference_logprobs,
-        "advantages": torch.tensor([s["advantage"] for s in samples], dtype=torch.float32),
+        "prompt_ids": prompt_ids_,  # (prompts, P), left-padded
+        "prompt_mask": prompt_mask,  # (prompts, P)
+        "prompt_index": torch.tensor([prompt_rows[s["group"]][0] for s in samples]),  # (batch,): row of its prompt
+        "completion_ids": completion_ids,  # (batch, T), right-padded
+        "completion_mask": completion_mask,  # (batch, T), 1 up to and including the end-of-sequence token
+        "behavior_logprobs": behavior_logprobs,  # (batch, T)
+        "reference_logprobs": reference_logprobs,  # (batch, T), zeros without --kl-coef
+        "advantages": torch.tensor([s["advantage"] for s in samples], dtype=torch.float32),  # (batch,)
     }
     return {key: value.to(device) for key, value in batch.items()}
 
