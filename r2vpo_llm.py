@@ -658,6 +658,14 @@ def load_model_and_tokenizer(name_or_path: str, seed: int):
     return model, tokenizer
 
 
+def enable_gradient_checkpointing(model) -> None:
+    """Recompute each decoder layer's activations in the backward pass (non-reentrant checkpoints)."""
+    if hasattr(model, "activation_checkpointing_enable"):  # its name in recent transformers
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def save_model(model, tokenizer, path: str, state_dict: dict) -> None:
     """save_pretrained with the given (gathered, float32) weights."""
     # A GGUF-loaded model holds plain dequantised weights but refuses to serialise while it still
@@ -1082,8 +1090,7 @@ def main():
         torch.manual_seed(args.seed + rank)  # each process samples its own completions
     model.to(device)
     if args.gradient_checkpointing:
-        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
-        enable(gradient_checkpointing_kwargs={"use_reentrant": False})  # the first name since transformers 5
+        enable_gradient_checkpointing(model)
     reference_model = None
     if args.kl_coef > 0:
         reference_model = copy.deepcopy(model).eval().requires_grad_(False)

@@ -76,7 +76,7 @@ def main():
     model, tokenizer = llm.load_model_and_tokenizer("tiny-random", seed=3)
     groups = fixed_training_groups(model, tokenizer, args)
     if args.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        llm.enable_gradient_checkpointing(model)
     if world_size > 1:
         llm.shard_model(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.0)

@@ -665,7 +665,18 @@ def test_update_is_the_same_in_micro_batches_with_checkpointing_and_on_two_proce
 
 
 def test_torchrun_end_to_end_writes_one_run_folder(tmp_path):
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", SCRIPT, *TINY, "--no-cuda"]
+    """Two processes with every memory and precision flag at once; one process logs."""
+    flags = [
+        "--no-cuda",
+        "--dtype",
+        "bfloat16",
+        "--gradient-checkpointing",
+        "--micro-batch-size",
+        "4",
+        "--kl-coef",
+        "0.05",
+    ]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", SCRIPT, *TINY, *flags]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert result.stdout.count("iteration 2/2") == 1  # one process prints
