@@ -272,7 +272,14 @@ def diagnostics_table(groups) -> str:
 
 def header_line(suite: Suite, collected: SuiteResults, command: str) -> str:
     counted = collected.counted
-    budget = f"{suite.total_timesteps:,} steps per run" if suite.total_timesteps else "the script's default budget"
+    if suite.total_timesteps:
+        budget = f"{suite.total_timesteps:,} steps per run"
+    else:  # e.g. the LLM suites, whose budget is a flag every run gets (--num-iterations)
+        budget = (
+            f"the script's default budget, with {' '.join(suite.common_flags)}"
+            if suite.common_flags
+            else "the script's default budget"
+        )
     seeds = ", ".join(str(seed) for seed in sorted({r["seed"] for r in counted}))
     commits = ", ".join(sorted({r.get("git_commit", "unknown")[:10] for r in counted}))
     total = len(expand_suite(suite))
