@@ -123,6 +123,21 @@ LLM_SCAN_SETTINGS = tuple(
     )
 )
 
+# The LLM training setting of llm-arith, chosen by llm-scan: the default job at a 5x learning rate, where the
+# clipped loss clips about 12% of tokens (median over iterations) and still learns (README, docs/llm.md).
+LLM_ARITH_FLAGS = ("--learning-rate", "1e-5")
+# R2VPO's LLM delta x lambda-lr screen, on seed 101 (not a reported seed) in that setting.
+LLM_SCREEN_SETTINGS = (Setting("clip", "clip", LLM_SCRIPT, ("--loss", "clip")),) + tuple(
+    Setting(
+        f"r2vpo-delta{delta}-lr{lambda_lr}",
+        "r2vpo",
+        LLM_SCRIPT,
+        ("--loss", "r2vpo", "--delta", str(delta), "--lambda-lr", str(lambda_lr)),
+    )
+    for delta in (0.02, 0.05, 0.1)
+    for lambda_lr in (0.1, 1.0)
+)
+
 SUITES = {
     suite.name: suite
     for suite in (
@@ -193,6 +208,18 @@ SUITES = {
             seeds=(1,),
             total_timesteps=None,
             common_flags=("--num-iterations", "6", "--eval-every", "6", "--num-threads", "1"),
+            threads_per_run=1,
+        ),
+        Suite(
+            name="llm-screen",
+            description="R2VPO's LLM delta x lambda-lr on seed 101 (not reported) in the llm-arith setting, "
+            "12 iterations x 64 completions, with a clip reference (7 runs).",
+            kind="llm",
+            tasks=(Task("arith"),),
+            settings=LLM_SCREEN_SETTINGS,
+            seeds=(101,),
+            total_timesteps=None,
+            common_flags=(*LLM_ARITH_FLAGS, "--num-iterations", "12", "--eval-every", "6", "--num-threads", "1"),
             threads_per_run=1,
         ),
         Suite(
