@@ -23,7 +23,12 @@ Per run (control suites):
   [0, budget] is cut into 100 equal bins; each bin holds the mean return of the episodes that
   ended in it, empty bins are linearly interpolated from their neighbours, and the AUC is the
   mean over the bins. It rewards learning early as well as ending high.
-LLM suites: for every eval/* tag, the final value (last evaluation) and its AUC over completions.
+LLM suites, for every eval/* tag (held-out evaluations every few iterations): the final value
+(last evaluation); the AUC, the mean of the piecewise-linear curve over [0, X] completions, X the
+fewest completions any run of the task reached (replayed settings generate fewer per iteration,
+so every run is averaged over the same range); and for accuracy tags, the completions a run
+needed to first reach the baseline setting's mean final value (--baseline, default clip), with
+how many runs reached it.
 
 Over seeds: the mean and a 95% percentile-bootstrap CI (the seeds resampled with replacement,
 fixed random seed, so the table is reproducible). With 2-3 seeds such an interval cannot leave
@@ -57,7 +62,7 @@ from benchmark.suites import Suite
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RESULTS_DIR = "benchmark/results"
-DEFAULT_BASELINE = "ppo"
+DEFAULT_BASELINES = {"control": "ppo", "llm": "clip"}
 DEFAULT_BOOTSTRAP_REPS = 2000
 FINAL_FRACTION = 0.1
 GRID_BINS = 100
@@ -83,8 +88,9 @@ class Args:
     """name of the suite whose results to summarise"""
     results_dir: str = DEFAULT_RESULTS_DIR
     """where the result files are (relative to the repository root, or absolute)"""
-    baseline: str = DEFAULT_BASELINE
-    """setting whose mean on each task normalises the scores of the aggregates across tasks"""
+    baseline: str | None = None
+    """setting the others are compared with: normalises the control aggregates across tasks; for LLM
+    suites, the accuracy to reach (None: ppo for control suites, clip for LLM suites)"""
     bootstrap_reps: int = DEFAULT_BOOTSTRAP_REPS
     """bootstrap resamples behind every confidence interval"""
     plots: bool = True
@@ -114,6 +120,18 @@ def binned_curve(curve: list, budget: float, bins: int = GRID_BINS) -> np.ndarra
 def area_under_curve(curve: list, budget: float) -> float:
     """The mean of the binned curve: the normalised area under it."""
     return float(binned_curve(curve, budget).mean())
+
+
+def eval_curve_mean(curve: list, upto: float) -> float:
+    """Mean of a sparse evaluation curve, read as piecewise linear, over [0, upto]."""
+    steps, values = (np.array(column, dtype=float) for column in zip(*curve))
+    grid = np.linspace(0.0, upto, GRID_BINS + 1)
+    return float(np.trapezoid(np.interp(grid, steps, values), grid) / upto) if upto > 0 else float(values[0])
+
+
+def steps_to_reach(curve: list, target: float) -> float | None:
+    """The first logged step at which the curve is at least `target`; None when it never is."""
+    return next((float(step) for step, value in curve if value >= target), None)
 
 
 def bootstrap_mean_ci(values, reps: int = DEFAULT_BOOTSTRAP_REPS, seed: int = BOOTSTRAP_SEED):
@@ -205,16 +223,22 @@ def eval_tags(results: list[dict]) -> list[str]:
     return sorted({tag for result in results for tag in result["scalars"] if tag.startswith("eval/")})
 
 
-def run_values(suite: Suite, settings: dict[str, list[dict]]) -> dict[str, dict[str, list]]:
+def run_values(suite: Suite, settings: dict[str, list[dict]], baseline: str) -> dict[str, dict[str, list]]:
     """{column: {setting: [value per run]}}: the per-run numbers of one task's table rows."""
     runs = [r for rs in settings.values() for r in rs]
     if suite.kind == "llm":
         columns = {}
         for tag in eval_tags(runs):
-            budget = task_budget(suite, runs, lambda r, tag=tag: r["scalars"].get(tag, []))
             curves = {s: [r["scalars"][tag] for r in rs if r["scalars"].get(tag)] for s, rs in settings.items()}
+            common = min(curve[-1][0] for cs in curves.values() for curve in cs)  # the shortest run's completions
             columns[f"final {tag}"] = {s: [curve[-1][1] for curve in cs] for s, cs in curves.items()}
-            columns[f"AUC {tag}"] = {s: [area_under_curve(curve, budget) for curve in cs] for s, cs in curves.items()}
+            columns[f"AUC {tag} to {common:,}"] = {
+                s: [eval_curve_mean(curve, common) for curve in cs] for s, cs in curves.items()
+            }
+            if "accuracy" in tag and curves.get(baseline):
+                target = np.mean([curve[-1][1] for curve in curves[baseline]])
+                reached = {s: [steps_to_reach(curve, target) for curve in cs] for s, cs in curves.items()}
+                columns[f"completions to {baseline}'s final {tag} ({target:.3f})"] = reached
         return columns
     budget = task_budget(suite, runs, lambda r: r["curve"])
     return {
@@ -226,7 +250,12 @@ def run_values(suite: Suite, settings: dict[str, list[dict]]) -> dict[str, dict[
 
 # --------------------------------------------------------------------------- table
 def format_estimate(values: list, reps: int, digits: int) -> str:
-    """The mean over seeds with its bootstrap CI, as "mean [low, high]"; one value has no interval; no value: "-"."""
+    """The mean over seeds with its bootstrap CI, as "mean [low, high]"; one value has no interval; no value: "-".
+    None stands for a run that never reached a target: the estimate is over the others, with the count."""
+    if None in values:
+        reached = [value for value in values if value is not None]
+        count = f"{len(reached)}/{len(values)} reached"
+        return f"{format_estimate(reached, reps, 0)} ({count})" if reached else f"- ({count})"
     if not values:
         return "-"
     if len(values) == 1:
@@ -241,14 +270,19 @@ def markdown_table(columns: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def per_task_table(suite: Suite, groups, reps: int) -> str:
+def per_task_table(suite: Suite, groups, reps: int, baseline: str) -> str:
     digits = 3 if suite.kind == "llm" else 1
-    values = {task: run_values(suite, settings) for task, settings in groups.items()}
+    values = {task: run_values(suite, settings, baseline) for task, settings in groups.items()}
     columns = list(dict.fromkeys(column for by_column in values.values() for column in by_column))  # LLM: tags differ
     rows = []
     for task, settings in groups.items():
         for setting, runs in settings.items():
-            cells = [format_estimate(values[task].get(c, {}).get(setting, []), reps, digits) for c in columns]
+            cells = [
+                format_estimate(
+                    values[task].get(c, {}).get(setting, []), reps, 0 if c.startswith("completions") else digits
+                )
+                for c in columns
+            ]
             rows.append([task, setting, *cells, str(len(runs))])
     return markdown_table(["Task", "Setting", *columns, "Seeds"], rows)
 
@@ -391,7 +425,7 @@ def control_aggregates(suite: Suite, groups, baseline: str, reps: int) -> list[A
     settings = {s for by_setting in groups.values() for s in by_setting}
     if suite.kind != "control" or len(groups) < 2 or len(settings) < 2 or baseline not in settings:
         return []
-    per_task_values = {task: run_values(suite, by_setting) for task, by_setting in groups.items()}
+    per_task_values = {task: run_values(suite, by_setting, baseline) for task, by_setting in groups.items()}
     found = []
     for metric, column in (("AUC", AUC_COLUMN), ("final return", FINAL_COLUMN)):
         per_task = {task: values[column] for task, values in per_task_values.items()}
@@ -435,7 +469,7 @@ def aggregates_section(found: list[Aggregates], baseline: str, reps: int) -> str
 
 def report_command(args: Args) -> str:
     command = f"python -m benchmark.report --suite {args.suite}"
-    if args.baseline != DEFAULT_BASELINE:
+    if args.baseline is not None:
         command += f" --baseline {args.baseline}"
     if args.bootstrap_reps != DEFAULT_BOOTSTRAP_REPS:
         command += f" --bootstrap-reps {args.bootstrap_reps}"
@@ -444,12 +478,13 @@ def report_command(args: Args) -> str:
     return command
 
 
-def build_table(args: Args, suite: Suite, collected: SuiteResults, found: list[Aggregates]) -> str:
+def build_table(args: Args, suite: Suite, collected: SuiteResults, found: list[Aggregates], baseline: str) -> str:
     """The whole table.md text: header, per-task table, aggregates, diagnostics, runs left out."""
     if suite.kind == "llm":
         note = (
-            "final = last evaluation; AUC = mean over 100 equal bins of completions generated; "
-            "mean over seeds [95% percentile-bootstrap CI]."
+            "final = last evaluation; AUC to X = mean of the evaluation curve (piecewise linear) over the first X "
+            "completions generated, X the fewest any run reached; completions to reach the baseline's mean final "
+            "value: the first evaluation at or above it. Mean over seeds [95% percentile-bootstrap CI]."
         )
     else:
         note = (
@@ -461,17 +496,17 @@ def build_table(args: Args, suite: Suite, collected: SuiteResults, found: list[A
     text = [
         header_line(suite, collected, report_command(args)),
         "",
-        per_task_table(suite, collected.groups, args.bootstrap_reps),
+        per_task_table(suite, collected.groups, args.bootstrap_reps, baseline),
         "",
         note,
     ]
     if found:
-        text += ["", aggregates_section(found, args.baseline, args.bootstrap_reps)]
+        text += ["", aggregates_section(found, baseline, args.bootstrap_reps)]
     elif suite.kind == "control" and len(suite.tasks) > 1 and len(suite.settings) > 1:
         text += [
             "",
             "No aggregates across tasks yet: they need 2 tasks on which every setting has a counted run "
-            f"and the {args.baseline} mean is > 0.",
+            f"and the {baseline} mean is > 0.",
         ]
     text += [
         "",
@@ -496,13 +531,18 @@ def pyplot():
 
 
 def plot_curve_band(axis, curves: list, budget: float, label: str, reps: int) -> None:
-    """Mean over seeds of the binned curves, with a 95% bootstrap band when there are 2 seeds or more."""
-    edges = np.linspace(0.0, budget, GRID_BINS + 1)
-    centers = (edges[:-1] + edges[1:]) / 2
-    mean, low, high = bootstrap_mean_ci(np.stack([binned_curve(curve, budget) for curve in curves]), reps)
-    (line,) = axis.plot(centers, mean, label=f"{label} (n={len(curves)})")
+    """Mean over seeds of the binned curves, with a 95% bootstrap band when there are 2 seeds or more.
+    Sparse curves logged at the same steps in every seed (LLM evaluations) are drawn at those steps only."""
+    steps = [[step for step, _ in curve] for curve in curves]
+    if all(s == steps[0] for s in steps) and len(steps[0]) <= GRID_BINS:
+        x, values, marker = np.array(steps[0]), [[value for _, value in curve] for curve in curves], "o"
+    else:
+        edges = np.linspace(0.0, budget, GRID_BINS + 1)
+        x, values, marker = (edges[:-1] + edges[1:]) / 2, [binned_curve(curve, budget) for curve in curves], None
+    mean, low, high = bootstrap_mean_ci(np.stack(values), reps)
+    (line,) = axis.plot(x, mean, marker=marker, markersize=3, label=f"{label} (n={len(curves)})")
     if len(curves) > 1:
-        axis.fill_between(centers, low, high, alpha=0.2, color=line.get_color())
+        axis.fill_between(x, low, high, alpha=0.2, color=line.get_color())
 
 
 def write_curves(path: Path, suite: Suite, groups, reps: int) -> None:
@@ -587,13 +627,14 @@ def main(args: Args) -> None:
     if args.bootstrap_reps < 1:
         raise SystemExit("error: --bootstrap-reps must be at least 1")
     labels = [setting.label for setting in suite.settings]
-    if suite.kind == "control" and len(labels) > 1 and args.baseline not in labels:
-        raise SystemExit(f"error: --baseline {args.baseline!r} is not a setting of {suite.name}: {', '.join(labels)}")
+    baseline = args.baseline or DEFAULT_BASELINES[suite.kind]
+    if (suite.kind == "control" or args.baseline) and len(labels) > 1 and baseline not in labels:
+        raise SystemExit(f"error: --baseline {baseline!r} is not a setting of {suite.name}: {', '.join(labels)}")
     results_root = Path(args.results_dir) if Path(args.results_dir).is_absolute() else REPO_ROOT / args.results_dir
     suite_dir = results_root / suite.name
     collected = collect_results(suite, suite_dir)
-    found = control_aggregates(suite, collected.groups, args.baseline, args.bootstrap_reps)
-    table = build_table(args, suite, collected, found)
+    found = control_aggregates(suite, collected.groups, baseline, args.bootstrap_reps)
+    table = build_table(args, suite, collected, found, baseline)
     (suite_dir / "table.md").write_text(table)
     print(table, end="")
     written = [suite_dir / "table.md"]
@@ -601,7 +642,7 @@ def main(args: Args) -> None:
         write_curves(suite_dir / "curves.png", suite, collected.groups, args.bootstrap_reps)
         written.append(suite_dir / "curves.png")
         if found:
-            write_aggregates(suite_dir / "aggregates.png", suite, found, args.baseline)
+            write_aggregates(suite_dir / "aggregates.png", suite, found, baseline)
             written.append(suite_dir / "aggregates.png")
     for path in written:
         print(f"wrote {path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path}")

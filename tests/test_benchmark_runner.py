@@ -488,6 +488,29 @@ def test_report_llm_suite_plots_accuracy_against_completions(tmp_path, monkeypat
     assert "aggregates" not in table and (tmp_path / "fake-llm" / "curves.png").exists()
 
 
+def test_report_llm_suite_compares_settings_over_the_same_completions(tmp_path, monkeypatch):
+    """A replayed setting generates half the completions: its AUC and the others' are taken over the
+    completions every run reached, and the completions it needs to reach clip's final accuracy are read off."""
+    suite = report_suite(monkeypatch, "fake-llm-replay", tasks=("arith",), settings=("clip", "replay"), kind="llm")
+    results = []
+    for planned in run.expand_suite(suite):
+        if planned.setting == "clip":  # 0.2 -> 0.6 over 640 completions, both seeds
+            accuracy = [[step, 0.2 + 0.4 * step / 640] for step in range(0, 641, 64)]
+        else:  # 0.2 -> 0.8 over 320; seed 1 reaches clip's 0.6 at 256, seed 2 never
+            top = 0.8 if planned.seed == 1 else 0.5
+            accuracy = [[step, 0.2 + (top - 0.2) * step / 320] for step in range(0, 321, 64)]
+        results.append(fake_result(planned, [], scalars={"eval/accuracy": accuracy}))
+    write_results(tmp_path, results)
+    report.main(report.Args(suite="fake-llm-replay", results_dir=str(tmp_path), bootstrap_reps=200))
+    table = (tmp_path / "fake-llm-replay" / "table.md").read_text()
+    header = next(line for line in table.splitlines() if line.startswith("| Task"))
+    assert "AUC eval/accuracy to 320 |" in header and "completions to clip's final eval/accuracy (0.600)" in header
+    clip_row = next(line for line in table.splitlines() if line.startswith("| arith | clip |"))
+    replay_row = next(line for line in table.splitlines() if line.startswith("| arith | replay |"))
+    assert "| 0.300 [" in clip_row  # the mean of 0.2 -> 0.4 over the first 320 completions
+    assert "| 640 [" in clip_row and "| 256 (1/2 reached) |" in replay_row
+
+
 def test_final_return_and_binned_curve():
     assert report.final_return([[i, float(i)] for i in range(1, 21)]) == 19.5  # last 2 of 20 episodes
     assert report.final_return([[5, 3.0]]) == 3.0
