@@ -97,6 +97,29 @@ SWEEP_SETTINGS = (PPO,) + tuple(
     for lambda_lr in SWEEP_LAMBDA_LRS
 )
 
+# Ablations on the control-reduced tasks where R2VPO and PPO differ most (README: how they were chosen). The
+# values below come from control-reduced's diagnostics over the runs done when this suite was written
+# (python -m benchmark.report --suite control-reduced): R2VPO's multiplier averaged 0.31 over its iterations;
+# its median approx_kl was 0.0184 against PPO's 0.0102 (V about 0.83 delta). Equal step size: PPO's clip
+# widened by sqrt(0.0184 / 0.0102) (approx_kl grows about with the square of the clip range), R2VPO's delta
+# narrowed by 0.0102 / 0.0184 (V, about 2 approx_kl, stays near its budget); the ablation logs the
+# approx_kl each one reached.
+ABLATION_TASKS = tuple(control_task(env_id) for env_id in ("Walker2d-v5", "HalfCheetah-v5"))
+ABLATION_SETTINGS = (
+    PPO,
+    R2VPO,
+    Setting("r2vpo-lambda0", "r2vpo", R2VPO.script, ("--lambda-init", "0", "--lambda-lr", "0")),
+    Setting("r2vpo-fixed-lambda1", "r2vpo", R2VPO.script, ("--lambda-init", "1", "--lambda-lr", "0")),
+    Setting("r2vpo-fixed-lambda0.31", "r2vpo", R2VPO.script, ("--lambda-init", "0.31", "--lambda-lr", "0")),
+    Setting("r2vpo-center-one", "r2vpo", R2VPO.script, ("--variance-center", "one")),
+    Setting("ppo-clip0.27", "ppo", PPO.script, ("--clip-coef", "0.27", "--vf-clip-coef", "0.2")),
+    Setting("r2vpo-delta0.028", "r2vpo", R2VPO.script, ("--delta", "0.028")),
+    Setting("ppo-replay2", "ppo", PPO.script, ("--replay-depth", "2")),
+    Setting("ppo-replay4", "ppo", PPO.script, ("--replay-depth", "4")),
+    Setting("r2vpo-replay2", "r2vpo", R2VPO.script, ("--replay-depth", "2")),
+    Setting("r2vpo-replay4", "r2vpo", R2VPO.script, ("--replay-depth", "4")),
+)
+
 # LLM: the clipped GRPO-style baseline and R2VPO, each on-policy and reusing replayed groups so that each
 # update takes only half of its completions fresh (the "about 50% fewer rollouts" claim; clip with replay is
 # the fair control for it). All runs make the same number of iterations (optimiser steps); the replayed ones
@@ -188,6 +211,20 @@ SUITES = {
             seeds=(1,),
             total_timesteps=100_000,
             common_flags=CONTROL_EVAL_FLAGS,
+        ),
+        Suite(
+            name="control-ablation",
+            description="What makes R2VPO differ from PPO, on the control-reduced tasks where they differ most: lambda "
+            "held at 0, fixed at 1 and at its mean, the variance centred on 1, equal step sizes (PPO's clip widened, "
+            "R2VPO's delta narrowed to the other's approx_kl), replay depth 2 and 4 for both; 3 seeds x 300k steps. "
+            "ppo and r2vpo rows are control-reduced's runs.",
+            kind="control",
+            tasks=ABLATION_TASKS,
+            settings=ABLATION_SETTINGS,
+            seeds=(1, 2, 3),
+            total_timesteps=300_000,
+            common_flags=CONTROL_EVAL_FLAGS,
+            reuse_from=("control-reduced",),
         ),
         Suite(
             name="control-check",

@@ -328,7 +328,7 @@ def test_bad_input_gives_one_line_errors(fake):
 
 
 def test_defined_suites_are_well_formed():
-    counts = {"control-full": 100, "control-reduced": 60, "control-pilot": 12, "control-sweep": 14, "llm-arith": 6, "llm-scan": 8, "llm-screen": 7}
+    counts = {"control-full": 100, "control-reduced": 60, "control-pilot": 12, "control-sweep": 14, "llm-arith": 6, "llm-scan": 8, "llm-screen": 7, "control-ablation": 72}
     expanded = {name: run.expand_suite(suite) for name, suite in SUITES.items() if name in counts}
     assert {name: len(runs) for name, runs in expanded.items()} == counts
     reduced = {r.run_id: r.command for r in expanded["control-reduced"]}
