@@ -280,6 +280,8 @@ def check_args(args: Args, world_size: int = 1) -> None:
                 f"({args.group_size} x {world_size})",
             ),
         ]
+    if args.track and importlib.util.find_spec("wandb") is None:
+        checks.append((False, "--track needs wandb (pip install wandb)"))
     for ok, message in checks:
         if not ok:
             raise SystemExit(f"error: {message}")
@@ -1123,7 +1125,8 @@ def main():
     if rank == 0:  # one process logs and saves
         print(
             f"{run_name}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, "
-            f"{'bfloat16' if bfloat16 else 'float32'} compute, {device} x {world_size}, "
+            f"{'bfloat16' if bfloat16 else 'float32'} compute, {device} x {world_size}"
+            f"{' (--cuda, but no CUDA device: running on the CPU)' if args.cuda and device.type == 'cpu' else ''}, "
             f"{len(train_problems)} training / {len(eval_problems)} held-out problems"
         )
         if args.track:
