@@ -41,6 +41,12 @@ mean with stratified bootstrap CIs (runs resampled within each task), the probab
 improvement P(setting > baseline) with its CI, and performance profiles (fraction of runs with
 a normalised score above tau).
 
+Against the baseline, per task (control suites): the difference of each setting's mean AUC and
+final return from the baseline's, with a 95% bootstrap CI (the seeds of each side resampled
+independently), read as ahead / behind when the interval excludes 0, else level, and counted
+over tasks. With 3 seeds such intervals are narrow for what they know: treat "level" as "not
+shown to differ", and single verdicts as indications.
+
 Diagnostics, per task x setting: the median over iterations of each logged optimisation scalar
 (losses/approx_kl, ratio_variance, clipfrac or would_clip_frac, lambda, ess), then the mean over
 seeds.
@@ -467,6 +473,55 @@ def aggregates_section(found: list[Aggregates], baseline: str, reps: int) -> str
     return "\n".join(lines)
 
 
+def difference_ci(values, baseline_values, reps: int, seed: int = BOOTSTRAP_SEED):
+    """(mean difference, low, high): mean(values) - mean(baseline_values) with a 95% percentile-bootstrap CI,
+    the seeds of each group resampled independently."""
+    values, baseline_values = np.asarray(values, dtype=float), np.asarray(baseline_values, dtype=float)
+    generator = np.random.default_rng(seed)
+    resampled = values[generator.integers(0, len(values), (reps, len(values)))].mean(1)
+    resampled -= baseline_values[generator.integers(0, len(baseline_values), (reps, len(baseline_values)))].mean(1)
+    low, high = np.percentile(resampled, [50 * (1 - CONFIDENCE), 50 * (1 + CONFIDENCE)])
+    return values.mean() - baseline_values.mean(), low, high
+
+
+def comparison_section(suite: Suite, groups, baseline: str, reps: int) -> str:
+    """Per task, each setting against the baseline: the difference of mean AUC and final return with a
+    bootstrap CI, read as ahead (CI above 0), behind (below 0) or level; and the count over tasks."""
+    per_task = {task: run_values(suite, settings, baseline) for task, settings in groups.items()}
+    settings = [s for s in dict.fromkeys(s for by_setting in groups.values() for s in by_setting) if s != baseline]
+    rows, counts = [], {}
+    for setting in settings:
+        for task, columns in per_task.items():
+            row = [task, setting]
+            for metric, column in (("AUC", AUC_COLUMN), ("final", FINAL_COLUMN)):
+                ours, theirs = columns[column].get(setting, []), columns[column].get(baseline, [])
+                if len(ours) < 2 or len(theirs) < 2:
+                    row.append("-")
+                    continue
+                difference, low, high = difference_ci(ours, theirs, reps)
+                verdict = "ahead" if low > 0 else "behind" if high < 0 else "level"
+                counts.setdefault((setting, metric), {"ahead": 0, "level": 0, "behind": 0})[verdict] += 1
+                row.append(f"{difference:+.1f} [{low:+.1f}, {high:+.1f}] {verdict}")
+            if row[2:] != ["-", "-"]:  # a comparison needs 2 seeds or more on both sides
+                rows.append(row)
+    if not rows:
+        return ""
+    lines = [
+        f"Against `{baseline}`, per task: difference of the means over seeds [95% bootstrap CI, seeds of each "
+        "setting resampled independently]; ahead or behind when the interval excludes 0, else level.",
+        "",
+        markdown_table(["Task", "Setting", "AUC difference", "Final return difference"], rows),
+        "",
+    ]
+    for (setting, metric), count in counts.items():
+        tasks = sum(count.values())
+        lines.append(
+            f"{setting} vs {baseline}, {metric}: ahead on {count['ahead']}, level on {count['level']}, "
+            f"behind on {count['behind']} of {tasks} tasks."
+        )
+    return "\n".join(lines)
+
+
 def report_command(args: Args) -> str:
     command = f"python -m benchmark.report --suite {args.suite}"
     if args.baseline is not None:
@@ -500,6 +555,9 @@ def build_table(args: Args, suite: Suite, collected: SuiteResults, found: list[A
         "",
         note,
     ]
+    if suite.kind == "control" and baseline in {s for settings in collected.groups.values() for s in settings}:
+        comparison = comparison_section(suite, collected.groups, baseline, args.bootstrap_reps)
+        text += ["", comparison] if comparison else []
     if found:
         text += ["", aggregates_section(found, baseline, args.bootstrap_reps)]
     elif suite.kind == "control" and len(suite.tasks) > 1 and len(suite.settings) > 1:

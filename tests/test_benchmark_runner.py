@@ -328,7 +328,16 @@ def test_bad_input_gives_one_line_errors(fake):
 
 
 def test_defined_suites_are_well_formed():
-    counts = {"control-full": 100, "control-reduced": 60, "control-pilot": 12, "control-sweep": 14, "llm-arith": 6, "llm-scan": 8, "llm-screen": 7, "control-ablation": 72}
+    counts = {
+        "control-full": 100,
+        "control-reduced": 60,
+        "control-pilot": 12,
+        "control-sweep": 14,
+        "llm-arith": 6,
+        "llm-scan": 8,
+        "llm-screen": 7,
+        "control-ablation": 72,
+    }
     expanded = {name: run.expand_suite(suite) for name, suite in SUITES.items() if name in counts}
     assert {name: len(runs) for name, runs in expanded.items()} == counts
     reduced = {r.run_id: r.command for r in expanded["control-reduced"]}
@@ -473,6 +482,15 @@ def test_report_aggregates_across_tasks_with_rliable(tmp_path, monkeypatch, caps
     assert float(auc["r2vpo"][2].split()[0]) == pytest.approx(1.6 / 1.1, abs=0.005)  # r2vpo 1.55-1.65, ppo mean 1.1
     assert "| final return | r2vpo |" in table
     assert (tmp_path / "fake-report" / "aggregates.png").stat().st_size > 1000
+    # per task against ppo: r2vpo is 0.5 x the task's level higher in every seed, so ahead everywhere
+    assert "| B | r2vpo | +500.0 [+" in table and "r2vpo vs ppo, AUC: ahead on 3, level on 0, behind on 0 of 3" in table
+
+
+def test_difference_ci_reads_ahead_level_behind():
+    difference, low, high = report.difference_ci([2.0, 2.1, 1.9], [1.0, 1.1, 0.9], reps=500)
+    assert difference == pytest.approx(1.0) and 0 < low < 1.0 < high
+    _, low, high = report.difference_ci([1.0, 3.0, 2.0], [2.0, 1.0, 3.0], reps=500)  # overlapping: the CI holds 0
+    assert low < 0 < high
 
 
 def test_report_llm_suite_plots_accuracy_against_completions(tmp_path, monkeypatch):
