@@ -39,8 +39,9 @@ radius delta/2. Effective sample size ESS/N = mean(r)^2 / mean(r^2) = 1 / (1 + V
   is run once per minibatch and its KV cache shared by its completions (exact, G times less prompt work).
 Optional KL to the initial model (`--kl-coef`, k3 estimator, default 0), identical for both losses.
 
-Scale: `torchrun --nproc_per_node N r2vpo_llm.py ...` trains data-parallel with FSDP2 (parameters,
-gradients and optimiser state sharded over the N processes); every flag keeps its global meaning.
+Scale: `torchrun --nproc_per_node N r2vpo_llm.py ...` trains data-parallel with FSDP2 (gradients and
+optimiser state sharded over the N processes, the weights gathered for generation); the batch flags
+keep their global meaning.
 Weights and optimiser state are float32; on a GPU forward passes run under bfloat16 autocast.
 `--gradient-checkpointing` and `--micro-batch-size` trade compute for memory without changing the
 update; `--checkpoint-every` / `--resume` continue a long run exactly.
@@ -249,7 +250,7 @@ def check_args(args: Args, world_size: int = 1) -> None:
             "completions of a training batch",
         ),
         (
-            args.micro_batch_size >= 0 and local_minibatch % (args.micro_batch_size or local_minibatch or 1) == 0,
+            args.micro_batch_size == 0 or (args.micro_batch_size > 0 and local_minibatch % args.micro_batch_size == 0),
             f"--micro-batch-size {args.micro_batch_size} must divide the completions of a minibatch per process "
             f"({local_minibatch})",
         ),
@@ -668,6 +669,10 @@ def enable_gradient_checkpointing(model) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
+def compute_in_bfloat16(args: Args, device: torch.device) -> bool:
+    return args.dtype == "bfloat16" or (args.dtype == "auto" and device.type == "cuda")
+
+
 def save_model(model, tokenizer, path: str, state_dict: dict) -> None:
     """save_pretrained with the given (gathered, float32) weights."""
     # A GGUF-loaded model holds plain dequantised weights but refuses to serialise while it still
@@ -744,7 +749,11 @@ def generate(model, prompts, group_size, eos_token_ids, pad_token_id, max_new_to
             ids.repeat_interleave(group_size, dim=0),
             mask.repeat_interleave(group_size, dim=0),
         )  # (prompts * G, P)
-        output = model.generate(input_ids=ids, attention_mask=mask, generation_config=config, **shared)
+        # synced_gpus=False: transformers would otherwise step every process until all are done (a collective per
+        # token) whenever the model is sharded; for_generation makes that unnecessary, so processes may stop apart
+        output = model.generate(
+            input_ids=ids, attention_mask=mask, generation_config=config, synced_gpus=False, **shared
+        )
         for row in output[:, ids.shape[1] :].cpu():  # (max_new_tokens,) at most
             ends = torch.isin(row, torch.tensor(eos_token_ids)).nonzero()
             completions.append(row[: ends[0, 0] + 1] if len(ends) else row)
@@ -758,7 +767,9 @@ def collate(samples, pad_token_id: int, device):
     for sample in samples:
         prompt_rows.setdefault(sample["group"], (len(prompt_rows), sample["prompt_ids"]))
     prompt_ids_, prompt_mask = left_pad([ids for _, ids in prompt_rows.values()], pad_token_id)
-    length = max(len(s["completion_ids"]) for s in samples)
+    # At least 2 columns on many processes: completion_logprobs makes its second forward pass only for completions
+    # longer than 1 token, and every process must make the same passes (FSDP2 gathers parameters in each).
+    length = max([2 if dist.is_initialized() else 1] + [len(s["completion_ids"]) for s in samples])
     completion_ids = torch.full((len(samples), length), pad_token_id, dtype=torch.long)
     completion_mask, behavior_logprobs, reference_logprobs = (torch.zeros((len(samples), length)) for _ in range(3))
     for row, sample in enumerate(samples):
@@ -872,19 +883,23 @@ def shard_model(model) -> None:
 
 
 @contextlib.contextmanager
-def whole_parameters(model):
-    """FSDP2: gather the full parameters once and keep them through generation, so that processes whose
-    completions end after different numbers of steps make no collective call in between."""
+def for_generation(model, bfloat16: bool):
+    """Generation's setting. FSDP2: the full parameters are gathered once and kept through the whole
+    generation, so that processes whose completions end after different numbers of tokens make no
+    collective call in between. bfloat16: one autocast region around it, so that the float32 weights
+    are cast once per generation, not at every decoding step."""
     units = [module for module in model.modules() if isinstance(module, FSDPModule)]
     for unit in units:
         unit.unshard()
     if units:
         model.set_reshard_after_forward(False)
     try:
-        yield
+        with torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16, enabled=bfloat16):
+            yield
     finally:
-        if units:
+        if units:  # FSDP2's defaults: each layer reshards after its forward, the root keeps its parameters
             model.set_reshard_after_forward(True)
+            model.set_reshard_after_forward(False, recurse=False)
         for unit in units:
             unit.reshard()
 
@@ -1003,7 +1018,7 @@ def evaluate(model, tokenizer, problems, system_prompt, args, rank=0, world_size
     own = problems[rank::world_size]
     prompts = [prompt_ids(tokenizer, p, system_prompt) for p in own]
     eos_token_ids, device = model.generation_config.eos_token_id, next(model.parameters()).device
-    with whole_parameters(model):
+    with for_generation(model, compute_in_bfloat16(args, device)):
         completions = generate(
             model, prompts, 1, eos_token_ids, tokenizer.pad_token_id, args.max_new_tokens, args.generation_batch_size
         )
@@ -1015,25 +1030,26 @@ def evaluate(model, tokenizer, problems, system_prompt, args, rank=0, world_size
     return totals[0].item() / len(problems), totals[1].item() / len(problems)
 
 
-def save_checkpoint(path, model, optimizer, state: dict, args: Args, rank: int) -> None:
+def save_checkpoint(path, model, optimizer, state: dict, args: Args, rank: int, world_size: int) -> None:
     """The whole training state in path/: state.pt (model, optimiser, every process's RNG states and
-    `state`) and args.json, written by rank 0 through a temporary file."""
+    `state`) and args.json (with the number of processes), written by rank 0 through a temporary file."""
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)  # gathered from every process
     model_state = get_model_state_dict(model, options=options)
     optimizer_state = get_optimizer_state_dict(model, optimizer, options=options)
-    rng_states = gather_lists([rng_state()])
+    rng_states = gather_lists([rng_state(next(model.parameters()).device)])
     if rank == 0:
         os.makedirs(path, exist_ok=True)
         checkpoint = {"model": model_state, "optimizer": optimizer_state, "rng_states": rng_states, **state}
         torch.save(checkpoint, os.path.join(path, "state.pt.tmp"))
         os.replace(os.path.join(path, "state.pt.tmp"), os.path.join(path, "state.pt"))
         with open(os.path.join(path, "args.json"), "w") as file:
-            json.dump(vars(args), file, indent=1)
+            json.dump({**vars(args), "world_size": world_size}, file, indent=1)
 
 
 def load_checkpoint(path, model, optimizer, rank: int) -> dict:
     """Restore model, optimiser and this process's RNG states from save_checkpoint's folder; returns it."""
-    checkpoint = torch.load(os.path.join(path, "state.pt"), map_location="cpu", weights_only=False)  # our own file
+    # our own file (it holds Python objects); memory-mapped, so N processes do not hold N copies in memory
+    checkpoint = torch.load(os.path.join(path, "state.pt"), map_location="cpu", weights_only=False, mmap=True)
     options = StateDictOptions(full_state_dict=True)
     set_model_state_dict(model, checkpoint["model"], options=options)
     set_optimizer_state_dict(model, optimizer, checkpoint["optimizer"], options=options)
@@ -1046,21 +1062,27 @@ def load_checkpoint(path, model, optimizer, rank: int) -> dict:
     return checkpoint
 
 
-def rng_state() -> tuple:
-    cuda_state = torch.cuda.get_rng_state() if torch.cuda.is_available() else None
+def rng_state(device: torch.device) -> tuple:
+    cuda_state = torch.cuda.get_rng_state() if device.type == "cuda" else None
     return random.getstate(), np.random.get_state(), torch.get_rng_state(), cuda_state
 
 
 def check_resume(args: Args) -> None:
     """--resume needs a checkpoint folder made with the same flags (but RESUMABLE_FLAGS)."""
-    if not os.path.isfile(os.path.join(args.resume, "state.pt")):
-        raise SystemExit(f"error: no checkpoint in {args.resume} (expected {os.path.join(args.resume, 'state.pt')})")
-    with open(os.path.join(args.resume, "args.json")) as file:
+    files = [os.path.join(args.resume, name) for name in ("state.pt", "args.json")]
+    if not all(os.path.isfile(file) for file in files):
+        raise SystemExit(f"error: no checkpoint in {args.resume} (expected {' and '.join(files)})")
+    with open(files[1]) as file:
         saved = json.load(file)
     changed = [name for name, value in vars(args).items() if name not in RESUMABLE_FLAGS and saved.get(name) != value]
     if changed:
         names = ", ".join(f"--{name.replace('_', '-')}" for name in changed)
         raise SystemExit(f"error: --resume: {names} differ from the checkpoint's run; resume with the same flags")
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if saved["world_size"] != world_size:  # each process continues its own RNG stream and share of the groups
+        raise SystemExit(
+            f"error: --resume: the checkpoint was made by {saved['world_size']} processes, not {world_size}"
+        )
 
 
 def main():
@@ -1083,13 +1105,14 @@ def main():
     torch.backends.cudnn.deterministic = args.torch_deterministic
     if args.num_threads > 0:
         torch.set_num_threads(args.num_threads)
-    bfloat16 = args.dtype == "bfloat16" or (args.dtype == "auto" and device.type == "cuda")
+    bfloat16 = compute_in_bfloat16(args, device)
 
     train_problems, eval_problems = load_problems(args)
     system_prompt = args.system_prompt or (ARITHMETIC_SYSTEM_PROMPT if args.dataset is None else MATH_SYSTEM_PROMPT)
     model, tokenizer = load_model_and_tokenizer(args.model_name_or_path, args.seed)
     if world_size > 1:
-        torch.manual_seed(args.seed + rank)  # each process samples its own completions
+        # each process samples its own completions, from a stream no other seed's process shares
+        torch.manual_seed(int(np.random.SeedSequence([args.seed, rank]).generate_state(1)[0]))
     model.to(device)
     if args.gradient_checkpointing:
         enable_gradient_checkpointing(model)
@@ -1113,11 +1136,8 @@ def main():
     if args.resume is not None:
         checkpoint = load_checkpoint(args.resume, model, optimizer, rank)
         start_iteration, global_step = checkpoint["iteration"], checkpoint["global_step"]
-        lagrange_multiplier, order, cursor = (
-            checkpoint["lagrange_multiplier"],
-            checkpoint["order"],
-            checkpoint["cursor"],
-        )
+        lagrange_multiplier = checkpoint["lagrange_multiplier"]
+        order, cursor = checkpoint["order"], checkpoint["cursor"]
         replay_buffer.extend(checkpoint["replay_buffer"])
         rng.setstate(checkpoint["data_rng"])
 
@@ -1138,6 +1158,8 @@ def main():
                 sync_tensorboard=True,
                 config=vars(args),
                 name=run_name,
+                id=run_name,
+                resume="allow",  # a --resume continues the same wandb run
                 save_code=True,
             )
         writer = SummaryWriter(run_dir)
@@ -1145,7 +1167,7 @@ def main():
             "hyperparameters",
             "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
         )
-    start_time = time.time()
+    start_time, start_step = time.time(), global_step
 
     def log_eval(iteration):
         if eval_problems:
@@ -1173,7 +1195,7 @@ def main():
             cursor += 1
         problems = problems[rank * local_groups : (rank + 1) * local_groups]
         prompts = [prompt_ids(tokenizer, p, system_prompt) for p in problems]
-        with whole_parameters(model):
+        with for_generation(model, bfloat16):
             completions = generate(
                 model,
                 prompts,
@@ -1218,7 +1240,7 @@ def main():
                     n = len(sample["completion_ids"])
                     sample["behavior_logprobs"] = logprobs[row, :n]
                     sample["reference_logprobs"] = None if reference is None else reference[row, :n]
-        examples = samples[: min(4, len(samples))]  # a few completions to read in tensorboard
+        examples = samples[:4]  # a few completions to read in tensorboard
         samples = gather_lists(samples)  # from here on every process holds the whole batch
         global_step += len(samples)
         groups = [samples[i : i + args.group_size] for i in range(0, len(samples), args.group_size)]
@@ -1258,7 +1280,7 @@ def main():
             else:
                 peak_memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
             writer.add_scalar("charts/peak_memory_mb", peak_memory, global_step)
-            writer.add_scalar("charts/SPS", global_step / (time.time() - start_time), global_step)
+            writer.add_scalar("charts/SPS", (global_step - start_step) / (time.time() - start_time), global_step)
             for key in ["policy_loss", "grad_norm", "old_approx_kl", "approx_kl", "ess", "kl_to_reference"]:
                 if key in stats:
                     writer.add_scalar(f"losses/{key}", stats[key], global_step)
@@ -1288,14 +1310,16 @@ def main():
         if (args.eval_every and iteration % args.eval_every == 0) or iteration == args.num_iterations:
             log_eval(iteration)
         if args.checkpoint_every and (iteration % args.checkpoint_every == 0 or iteration == args.num_iterations):
-            state = {"iteration": iteration, "global_step": global_step, "lagrange_multiplier": lagrange_multiplier}
-            state |= {
+            state = {
+                "iteration": iteration,
+                "global_step": global_step,
+                "lagrange_multiplier": lagrange_multiplier,
                 "order": order,
                 "cursor": cursor,
                 "data_rng": rng.getstate(),
                 "replay_buffer": list(replay_buffer),
             }
-            save_checkpoint(f"{run_dir}/checkpoint", model, optimizer, state, args, rank)
+            save_checkpoint(f"{run_dir}/checkpoint", model, optimizer, state, args, rank, world_size)
 
     if args.save_model:
         weights = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))

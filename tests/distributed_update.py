@@ -49,6 +49,9 @@ def fixed_training_groups(model, tokenizer, args, seed=0):
     completions = llm.generate(
         model, prompts, args.group_size, eos, tokenizer.pad_token_id, args.max_new_tokens, 64, temperature=1.0
     )
+    # The first group stopped at once (end-of-sequence only): its micro-batch has 1-token completions while another
+    # process's has longer ones, which must not change the number of forward passes a process makes.
+    completions[: args.group_size] = [torch.tensor([eos[0]]) for _ in range(args.group_size)]
     advantages = torch.randn(len(completions))
     samples = [
         {

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import torch
+import tyro
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "r2vpo_llm.py")
@@ -406,8 +407,6 @@ def test_arithmetic_split_is_fixed_and_disjoint():
     ],
 )
 def test_bad_arguments(flags, message):
-    import tyro
-
     with pytest.raises(SystemExit, match=message):
         llm.check_args(tyro.cli(llm.Args, args=flags))
 
@@ -586,8 +585,13 @@ def test_model_generation_defaults_do_not_leak_into_sampling(monkeypatch):
         with torch.no_grad():
             logprobs = llm.completion_logprobs(model, batch, temperature or 1.0)
         mask = batch["completion_mask"].bool()
-        if temperature:  # every sampled token is possible under the plain softmax, and some are unlikely ones
-            assert torch.isfinite(logprobs[mask]).all() and logprobs[mask].min() < math.log(0.2)
+        if temperature:  # top_k=5 would forbid every token that 5 or more tokens outrank under the scored logits
+            ranks = []
+            for row, completion in enumerate(completions):
+                context = torch.cat([prompts[row // 3], completion[:-1]])[None]
+                logits = model(input_ids=context).logits[0, len(prompts[row // 3]) - 1 :]
+                ranks += (logits > logits.gather(-1, completion[:, None])).sum(-1).tolist()
+            assert torch.isfinite(logprobs[mask]).all() and max(ranks) >= 5
         else:  # greedy = argmax of the scored distribution: each greedy token has the largest log-prob
             repeats = [len(set(c.tolist())) < len(c) for c in completions]
             assert any(repeats), "a repetition penalty would have prevented repeated tokens"
@@ -600,7 +604,7 @@ def test_model_generation_defaults_do_not_leak_into_sampling(monkeypatch):
 def test_bfloat16_moves_the_float32_master_weights(tmp_path):
     """bf16 compute keeps float32 weights and optimiser state, so a small update still moves (nearly)
     every weight, as float32 training does; bf16 weights would round most updates away."""
-    changed = {}
+    changed, weights = {}, {}
     for dtype in ["float32", "bfloat16"]:
         (tmp_path / dtype).mkdir()
         run_script(tmp_path / dtype, *TINY, "--dtype", dtype, "--learning-rate", "1e-5", "--save-model")
@@ -612,7 +616,9 @@ def test_bfloat16_moves_the_float32_master_weights(tmp_path):
         assert all(p.dtype == torch.float32 for p in trained.values())
         moved = sum(int((p != initial[name]).sum()) for name, p in trained.items())
         changed[dtype] = moved / sum(p.numel() for p in trained.values())
+        weights[dtype] = trained
     assert changed["float32"] > 0.9 and changed["bfloat16"] > 0.9, changed
+    assert any(not torch.equal(p, weights["float32"][name]) for name, p in weights["bfloat16"].items())  # autocast ran
 
 
 def run_update(tmp_path, name, *flags, processes=1):
@@ -676,6 +682,7 @@ def test_torchrun_end_to_end_writes_one_run_folder(tmp_path):
         "--kl-coef",
         "0.05",
     ]
+    flags += ["--num-eval-prompts", "3", "--generation-batch-size", "1"]  # the processes evaluate 2 and 1 problems
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", SCRIPT, *TINY, *flags]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
@@ -698,6 +705,10 @@ def test_resume_continues_exactly(tmp_path):
         resumed, *flags, "--num-iterations", "4", "--resume", checkpoint, "--delta", "0.5", check=False
     )
     assert refused.returncode != 0 and "--delta differ" in refused.stderr.strip().splitlines()[-1]
+    with pytest.MonkeyPatch.context() as patch:  # a resume on another number of processes is refused
+        patch.setenv("WORLD_SIZE", "2")
+        with pytest.raises(SystemExit, match="made by 1 processes, not 2"):
+            llm.check_resume(tyro.cli(llm.Args, args=[*flags, "--num-iterations", "4", "--resume", checkpoint]))
     run_script(resumed, *flags, "--num-iterations", "4", "--resume", checkpoint)
     from safetensors.torch import load_file
 
