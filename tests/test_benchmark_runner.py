@@ -336,7 +336,7 @@ def test_defined_suites_are_well_formed():
         "llm-arith": 6,
         "llm-scan": 8,
         "llm-screen": 7,
-        "control-ablation": 72,
+        "control-ablation": 108,
     }
     expanded = {name: run.expand_suite(suite) for name, suite in SUITES.items() if name in counts}
     assert {name: len(runs) for name, runs in expanded.items()} == counts
