@@ -333,7 +333,7 @@ def test_defined_suites_are_well_formed():
         "control-reduced": 60,
         "control-pilot": 12,
         "control-sweep": 14,
-        "llm-arith": 6,
+        "llm-arith": 12,
         "llm-scan": 8,
         "llm-screen": 7,
         "control-ablation": 108,
