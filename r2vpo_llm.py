@@ -28,7 +28,8 @@ radius delta/2. Effective sample size ESS/N = mean(r)^2 / mean(r^2) = 1 / (1 + V
   log r), and J, V are taken over the completions of the minibatch instead of tokens.
 [choice] Dual step after every optimiser step on that minibatch's detached V, normalised by delta so
   `--lambda-lr` does not depend on the scale of delta; lambda persists across iterations. Defaults
-  delta 0.02, lambda_lr 0.1, lambda_init 1, lambda_max 100 (see docs/llm.md for how they were set).
+  delta 0.1 and lambda_lr 1.0 won a screen of delta x lambda_lr on a seed not reported (docs/llm.md,
+  llm-screen); lambda_init 1 and lambda_max 100 were not varied.
 [choice] Advantage A_i = (R_i - mean_group R) / (std_group R + 1e-4), population std, broadcast to
   every token of completion i; `--no-scale-advantages-by-std` drops the division (Dr. GRPO).
 [choice] Replay: a FIFO of the last `--replay-depth` K rollout batches. Each training batch holds
@@ -171,11 +172,11 @@ class Args:
     """clip: lower bound 1 - clip_low (also the would-clip fraction logged by r2vpo)"""
     clip_high: float = 0.2
     """clip: upper bound 1 + clip_high (0.28: DAPO's clip-higher)"""
-    delta: float = 0.02
+    delta: float = 0.1
     """r2vpo: the ratio-variance budget Var(r) <= delta, locally a KL trust region of radius delta/2"""
     lambda_init: float = 1.0
     """r2vpo: initial Lagrange multiplier"""
-    lambda_lr: float = 0.1
+    lambda_lr: float = 1.0
     """r2vpo: dual step size on the normalised violation (V - delta) / delta"""
     lambda_max: float = 100.0
     """r2vpo: cap on the Lagrange multiplier"""
