@@ -85,6 +85,7 @@ DIAGNOSTIC_TAGS = (
     "losses/would_clip_frac",
     "losses/lambda",
     "losses/ess",
+    "charts/staleness",
 )
 
 
@@ -307,7 +308,7 @@ def diagnostics_table(groups) -> str:
                 medians = [np.median([value for _, value in r["scalars"][tag]]) for r in runs if r["scalars"].get(tag)]
                 cells.append(f"{np.mean(medians):.4g}" if medians else "-")
             rows.append([task, setting, *cells])
-    return markdown_table(["Task", "Setting", *[tag.removeprefix("losses/") for tag in tags]], rows)
+    return markdown_table(["Task", "Setting", *[tag.split("/")[-1] for tag in tags]], rows)
 
 
 def header_line(suite: Suite, collected: SuiteResults, command: str) -> str:
