@@ -405,7 +405,11 @@ def test_report_builds_table_and_curves_from_the_suites_runs(tmp_path, monkeypat
     suite = report_suite(monkeypatch, "fake-report")
     ppo_1, ppo_2, r2vpo_1, r2vpo_2 = run.expand_suite(suite)
     curve = [[step, float(step)] for step in range(10, 1001, 10)]  # return = step: 100 episodes
-    kl = {"losses/approx_kl": [[1, 0.01], [2, 0.02], [3, 0.9]], "losses/clipfrac": [[1, 0.1]]}
+    kl = {
+        "losses/approx_kl": [[1, 0.01], [2, 0.02], [3, 0.9]],
+        "losses/clipfrac": [[1, 0.1]],
+        "charts/staleness": [[1, 0.5]],
+    }
     write_results(
         tmp_path,
         [
@@ -421,7 +425,8 @@ def test_report_builds_table_and_curves_from_the_suites_runs(tmp_path, monkeypat
     assert "`python -m benchmark.report --suite fake-report --bootstrap-reps 200 --results-dir" in table
     # final: the last 10 episodes return 910..1000 (mean 955) and 100 more (1055); 2 seeds: CI = their range
     assert "| T | ppo | 1005.0 [955.0, 1055.0] | 1100.0 [1000.0, 1200.0] | 555.0 [505.0, 605.0] | 2 |" in table
-    assert "| T | ppo | 0.02 | 0.1 |" in table  # diagnostics: median over iterations, then mean over seeds
+    assert "| approx_kl | clipfrac | staleness |" in table
+    assert "| T | ppo | 0.02 | 0.1 | 0.5 |" in table  # diagnostics: median over iterations, then mean over seeds
     assert "T__r2vpo__s1 (failed)" in table and "Not run yet (1): T__r2vpo__s2" in table
     assert (tmp_path / "fake-report" / "curves.png").stat().st_size > 1000
 
