@@ -141,6 +141,12 @@ def steps_to_reach(curve: list, target: float) -> float | None:
     return next((float(step) for step, value in curve if value >= target), None)
 
 
+def steps_to_reach_binned(curve: list, budget: float, target: float) -> float | None:
+    """The end of the first step bin whose mean training return is at least `target`; None when none is."""
+    hits = np.nonzero(binned_curve(curve, budget) >= target)[0]
+    return float(budget * (hits[0] + 1) / GRID_BINS) if hits.size else None
+
+
 def bootstrap_mean_ci(values, reps: int = DEFAULT_BOOTSTRAP_REPS, seed: int = BOOTSTRAP_SEED):
     """(mean, low, high) over the first axis (seeds): the mean and its 95% percentile-bootstrap interval.
 
@@ -248,11 +254,17 @@ def run_values(suite: Suite, settings: dict[str, list[dict]], baseline: str) -> 
                 columns[f"completions to {baseline}'s final {tag} ({target:.3f})"] = reached
         return columns
     budget = task_budget(suite, runs, lambda r: r["curve"])
-    return {
+    columns = {
         FINAL_COLUMN: {s: [final_return(r["curve"]) for r in rs] for s, rs in settings.items()},
         EVAL_COLUMN: {s: [r["eval_mean"] for r in rs if r.get("eval_mean") is not None] for s, rs in settings.items()},
         AUC_COLUMN: {s: [area_under_curve(r["curve"], budget) for r in rs] for s, rs in settings.items()},
     }
+    if settings.get(baseline):  # the sample-efficiency question: how soon does each setting match the baseline?
+        target = np.mean(columns[FINAL_COLUMN][baseline])
+        columns[f"Steps to {baseline}'s final return"] = {
+            s: [steps_to_reach_binned(r["curve"], budget, target) for r in rs] for s, rs in settings.items()
+        }
+    return columns
 
 
 # --------------------------------------------------------------------------- table
@@ -286,7 +298,9 @@ def per_task_table(suite: Suite, groups, reps: int, baseline: str) -> str:
         for setting, runs in settings.items():
             cells = [
                 format_estimate(
-                    values[task].get(c, {}).get(setting, []), reps, 0 if c.startswith("completions") else digits
+                    values[task].get(c, {}).get(setting, []),
+                    reps,
+                    0 if c.startswith(("completions", "Steps")) else digits,
                 )
                 for c in columns
             ]
@@ -545,7 +559,9 @@ def build_table(args: Args, suite: Suite, collected: SuiteResults, found: list[A
     else:
         note = (
             "Final return = mean of the last 10% of training episodes; eval = deterministic evaluation of the saved "
-            "model; AUC = mean return over 100 equal step bins of the budget. Mean over seeds "
+            "model; AUC = mean return over 100 equal step bins of the budget; steps to the baseline's final return = "
+            "the end of the first bin whose mean return reaches the baseline's mean final return (n/m reached: the "
+            "mean is over the n runs that did). Mean over seeds "
             f"[95% percentile-bootstrap CI, {args.bootstrap_reps} resamples, fixed seed]; with 2-3 seeds the interval "
             "is the seeds' spread, not a guarantee."
         )

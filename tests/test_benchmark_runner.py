@@ -424,7 +424,11 @@ def test_report_builds_table_and_curves_from_the_suites_runs(tmp_path, monkeypat
     assert "budget 1,000 steps per run; seeds 1, 2 (2 of the suite's 4 runs counted); commits 0123456789" in table
     assert "`python -m benchmark.report --suite fake-report --bootstrap-reps 200 --results-dir" in table
     # final: the last 10 episodes return 910..1000 (mean 955) and 100 more (1055); 2 seeds: CI = their range
-    assert "| T | ppo | 1005.0 [955.0, 1055.0] | 1100.0 [1000.0, 1200.0] | 555.0 [505.0, 605.0] | 2 |" in table
+    # steps to ppo's final return (1005): seed 1 tops out at 1000, seed 2 (step + 100) reaches it in the bin ending at 910
+    assert (
+        "| T | ppo | 1005.0 [955.0, 1055.0] | 1100.0 [1000.0, 1200.0] | 555.0 [505.0, 605.0] | 910 (1/2 reached) | 2 |"
+        in table
+    )
     assert "| approx_kl | clipfrac | staleness |" in table
     assert "| T | ppo | 0.02 | 0.1 | 0.5 |" in table  # diagnostics: median over iterations, then mean over seeds
     assert "T__r2vpo__s1 (failed)" in table and "Not run yet (1): T__r2vpo__s2" in table
@@ -442,7 +446,7 @@ def test_report_counts_only_the_suites_current_runs(tmp_path, monkeypatch, capsy
     capsys.readouterr()
     report.main(report.Args(suite="fake-report", results_dir=str(tmp_path), plots=False))
     table = (tmp_path / "fake-report" / "table.md").read_text()
-    assert "| T | ppo | 10.0 | - | 10.0 | 1 |" in table  # neither the stale file nor the undefined seed 9
+    assert "| T | ppo | 10.0 | - | 10.0 | 10 | 1 |" in table  # neither the stale file nor the undefined seed 9
     assert "Stale (made by another command than the suite's now)" in table and "T__ppo__s2" in table
     assert "Ignored (run ids this suite does not define): T__ppo__s9.json" in table
     assert "Not a result file (unreadable or wrong shape), left out: T__ppo__s3" in table
