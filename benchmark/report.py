@@ -136,6 +136,12 @@ def eval_curve_mean(curve: list, upto: float) -> float:
     return float(np.trapezoid(np.interp(grid, steps, values), grid) / upto) if upto > 0 else float(values[0])
 
 
+def eval_curve_at(curve: list, step: float) -> float:
+    """A sparse evaluation curve, read as piecewise linear, at `step`."""
+    steps, values = (np.array(column, dtype=float) for column in zip(*curve))
+    return float(np.interp(step, steps, values))
+
+
 def steps_to_reach(curve: list, target: float) -> float | None:
     """The first logged step at which the curve is at least `target`; None when it never is."""
     return next((float(step) for step, value in curve if value >= target), None)
@@ -245,6 +251,9 @@ def run_values(suite: Suite, settings: dict[str, list[dict]], baseline: str) -> 
             curves = {s: [r["scalars"][tag] for r in rs if r["scalars"].get(tag)] for s, rs in settings.items()}
             common = min(curve[-1][0] for cs in curves.values() for curve in cs)  # the shortest run's completions
             columns[f"final {tag}"] = {s: [curve[-1][1] for curve in cs] for s, cs in curves.items()}
+            columns[f"{tag} at {common:,}"] = {
+                s: [eval_curve_at(curve, common) for curve in cs] for s, cs in curves.items()
+            }
             columns[f"AUC {tag} to {common:,}"] = {
                 s: [eval_curve_mean(curve, common) for curve in cs] for s, cs in curves.items()
             }
@@ -552,7 +561,7 @@ def build_table(args: Args, suite: Suite, collected: SuiteResults, found: list[A
     """The whole table.md text: header, per-task table, aggregates, diagnostics, runs left out."""
     if suite.kind == "llm":
         note = (
-            "final = last evaluation; AUC to X = mean of the evaluation curve (piecewise linear) over the first X "
+            "final = last evaluation; at X = the evaluation curve (piecewise linear) at X completions; AUC to X = mean of the evaluation curve (piecewise linear) over the first X "
             "completions generated, X the fewest any run reached; completions to reach the baseline's mean final "
             "value: the first evaluation at or above it. Mean over seeds [95% percentile-bootstrap CI]."
         )

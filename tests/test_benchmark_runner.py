@@ -534,7 +534,8 @@ def test_report_llm_suite_compares_settings_over_the_same_completions(tmp_path, 
     assert "AUC eval/accuracy to 320 |" in header and "completions to clip's final eval/accuracy (0.600)" in header
     clip_row = next(line for line in table.splitlines() if line.startswith("| arith | clip |"))
     replay_row = next(line for line in table.splitlines() if line.startswith("| arith | replay |"))
-    assert "| 0.300 [" in clip_row  # the mean of 0.2 -> 0.4 over the first 320 completions
+    assert "eval/accuracy at 320 |" in header
+    assert "| 0.400 [0.400, 0.400] | 0.300 [" in clip_row  # at 320, and the mean of 0.2 -> 0.4 over the first 320
     assert "| 640 [" in clip_row and "| 256 (1/2 reached) |" in replay_row
 
 
