@@ -561,9 +561,10 @@ def build_table(args: Args, suite: Suite, collected: SuiteResults, found: list[A
     """The whole table.md text: header, per-task table, aggregates, diagnostics, runs left out."""
     if suite.kind == "llm":
         note = (
-            "final = last evaluation; at X = the evaluation curve (piecewise linear) at X completions; AUC to X = mean of the evaluation curve (piecewise linear) over the first X "
-            "completions generated, X the fewest any run reached; completions to reach the baseline's mean final "
-            "value: the first evaluation at or above it. Mean over seeds [95% percentile-bootstrap CI]."
+            "final = last evaluation; at X = the evaluation curve (piecewise linear) at X completions; AUC to X = "
+            "mean of that curve over the first X completions generated, X the fewest any run reached; completions "
+            "to reach the baseline's mean final value: the first evaluation at or above it. Mean over seeds "
+            "[95% percentile-bootstrap CI]."
         )
     else:
         note = (
