@@ -87,6 +87,7 @@ DIAGNOSTIC_TAGS = (
     "losses/ess",
     "charts/staleness",
 )
+PEAK_TAGS = ("losses/ratio_variance", "losses/lambda")
 
 
 @dataclass
@@ -318,11 +319,13 @@ def per_task_table(suite: Suite, groups, reps: int, baseline: str) -> str:
 
 
 def diagnostics_table(groups) -> str:
-    """Median over iterations of each run's optimisation scalars, then the mean over its seeds."""
+    """Median over iterations of each run's optimisation scalars, then the mean over its seeds; for V and
+    lambda also the largest value of each run, averaged over seeds."""
     runs = [r for settings in groups.values() for rs in settings.values() for r in rs]
     tags = [tag for tag in DIAGNOSTIC_TAGS if any(r["scalars"].get(tag) for r in runs)]
     if not tags:
         return "No losses/* diagnostics in these result files."
+    peak_tags = [tag for tag in PEAK_TAGS if tag in tags]  # spikes the medians hide
     rows = []
     for task, settings in groups.items():
         for setting, runs in settings.items():
@@ -330,8 +333,12 @@ def diagnostics_table(groups) -> str:
             for tag in tags:
                 medians = [np.median([value for _, value in r["scalars"][tag]]) for r in runs if r["scalars"].get(tag)]
                 cells.append(f"{np.mean(medians):.4g}" if medians else "-")
+            for tag in peak_tags:
+                peaks = [max(value for _, value in r["scalars"][tag]) for r in runs if r["scalars"].get(tag)]
+                cells.append(f"{np.mean(peaks):.4g}" if peaks else "-")
             rows.append([task, setting, *cells])
-    return markdown_table(["Task", "Setting", *[tag.split("/")[-1] for tag in tags]], rows)
+    names = [tag.split("/")[-1] for tag in tags] + [f"max {tag.split('/')[-1]}" for tag in peak_tags]
+    return markdown_table(["Task", "Setting", *names], rows)
 
 
 def header_line(suite: Suite, collected: SuiteResults, command: str) -> str:
@@ -595,7 +602,8 @@ def build_table(args: Args, suite: Suite, collected: SuiteResults, found: list[A
         ]
     text += [
         "",
-        "Diagnostics: median over the iterations of each run, then mean over seeds.",
+        "Diagnostics: median over the iterations of each run, then mean over seeds; max: the largest value of each "
+        "run, then mean over seeds.",
         "",
         diagnostics_table(collected.groups),
     ]

@@ -409,6 +409,7 @@ def test_report_builds_table_and_curves_from_the_suites_runs(tmp_path, monkeypat
         "losses/approx_kl": [[1, 0.01], [2, 0.02], [3, 0.9]],
         "losses/clipfrac": [[1, 0.1]],
         "charts/staleness": [[1, 0.5]],
+        "losses/lambda": [[1, 0.5], [2, 3.0], [3, 1.0]],
     }
     write_results(
         tmp_path,
@@ -429,8 +430,9 @@ def test_report_builds_table_and_curves_from_the_suites_runs(tmp_path, monkeypat
         "| T | ppo | 1005.0 [955.0, 1055.0] | 1100.0 [1000.0, 1200.0] | 555.0 [505.0, 605.0] | 910 (1/2 reached) | 2 |"
         in table
     )
-    assert "| approx_kl | clipfrac | staleness |" in table
-    assert "| T | ppo | 0.02 | 0.1 | 0.5 |" in table  # diagnostics: median over iterations, then mean over seeds
+    assert "| approx_kl | clipfrac | lambda | staleness | max lambda |" in table
+    # diagnostics: median over iterations, then mean over seeds; max lambda: the largest of each run (the spike)
+    assert "| T | ppo | 0.02 | 0.1 | 1 | 0.5 | 3 |" in table
     assert "T__r2vpo__s1 (failed)" in table and "Not run yet (1): T__r2vpo__s2" in table
     assert (tmp_path / "fake-report" / "curves.png").stat().st_size > 1000
 
