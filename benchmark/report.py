@@ -47,9 +47,13 @@ independently), read as ahead / behind when the interval excludes 0, else level,
 over tasks. With 3 seeds such intervals are narrow for what they know: treat "level" as "not
 shown to differ", and single verdicts as indications.
 
+Sample efficiency (control suites): the environment steps each run needs to reach the baseline's
+mean final return (the end of the first of the 100 bins whose mean return reaches it).
+
 Diagnostics, per task x setting: the median over iterations of each logged optimisation scalar
-(losses/approx_kl, ratio_variance, clipfrac or would_clip_frac, lambda, ess), then the mean over
-seeds.
+(losses/approx_kl, ratio_variance, clipfrac or would_clip_frac, lambda, ess; charts/staleness),
+then the mean over seeds; for ratio_variance and lambda also each run's largest value (the spikes
+a median hides), averaged over seeds.
 
 Usage:
     python -m benchmark.report --suite control-pilot
@@ -125,11 +129,6 @@ def binned_curve(curve: list, budget: float, bins: int = GRID_BINS) -> np.ndarra
     return np.interp(centers, centers[filled], sums[filled] / counts[filled])
 
 
-def area_under_curve(curve: list, budget: float) -> float:
-    """The mean of the binned curve: the normalised area under it."""
-    return float(binned_curve(curve, budget).mean())
-
-
 def eval_curve_mean(curve: list, upto: float) -> float:
     """Mean of a sparse evaluation curve, read as piecewise linear, over [0, upto]."""
     steps, values = (np.array(column, dtype=float) for column in zip(*curve))
@@ -139,8 +138,7 @@ def eval_curve_mean(curve: list, upto: float) -> float:
 
 def eval_curve_at(curve: list, step: float) -> float:
     """A sparse evaluation curve, read as piecewise linear, at `step`."""
-    steps, values = (np.array(column, dtype=float) for column in zip(*curve))
-    return float(np.interp(step, steps, values))
+    return float(np.interp(step, *zip(*curve)))
 
 
 def steps_to_reach(curve: list, target: float) -> float | None:
@@ -148,10 +146,10 @@ def steps_to_reach(curve: list, target: float) -> float | None:
     return next((float(step) for step, value in curve if value >= target), None)
 
 
-def steps_to_reach_binned(curve: list, budget: float, target: float) -> float | None:
-    """The end of the first step bin whose mean training return is at least `target`; None when none is."""
-    hits = np.nonzero(binned_curve(curve, budget) >= target)[0]
-    return float(budget * (hits[0] + 1) / GRID_BINS) if hits.size else None
+def steps_to_reach_binned(binned: np.ndarray, budget: float, target: float) -> float | None:
+    """The end of the first bin of a binned curve whose mean is at least `target`; None when none is."""
+    hits = np.nonzero(binned >= target)[0]
+    return float(budget * (hits[0] + 1) / len(binned)) if hits.size else None
 
 
 def bootstrap_mean_ci(values, reps: int = DEFAULT_BOOTSTRAP_REPS, seed: int = BOOTSTRAP_SEED):
@@ -264,15 +262,16 @@ def run_values(suite: Suite, settings: dict[str, list[dict]], baseline: str) -> 
                 columns[f"completions to {baseline}'s final {tag} ({target:.3f})"] = reached
         return columns
     budget = task_budget(suite, runs, lambda r: r["curve"])
+    binned = {s: [binned_curve(r["curve"], budget) for r in rs] for s, rs in settings.items()}
     columns = {
         FINAL_COLUMN: {s: [final_return(r["curve"]) for r in rs] for s, rs in settings.items()},
         EVAL_COLUMN: {s: [r["eval_mean"] for r in rs if r.get("eval_mean") is not None] for s, rs in settings.items()},
-        AUC_COLUMN: {s: [area_under_curve(r["curve"], budget) for r in rs] for s, rs in settings.items()},
+        AUC_COLUMN: {s: [float(curve.mean()) for curve in curves] for s, curves in binned.items()},  # normalised area
     }
     if settings.get(baseline):  # the sample-efficiency question: how soon does each setting match the baseline?
         target = np.mean(columns[FINAL_COLUMN][baseline])
         columns[f"Steps to {baseline}'s final return"] = {
-            s: [steps_to_reach_binned(r["curve"], budget, target) for r in rs] for s, rs in settings.items()
+            s: [steps_to_reach_binned(curve, budget, target) for curve in curves] for s, curves in binned.items()
         }
     return columns
 
