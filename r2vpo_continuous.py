@@ -9,6 +9,7 @@ often the high-advantage ones. R2VPO drops the clip and constrains the ratio var
     maximise J = mean_k(r_k A_k)   subject to   V = mean_k((r_k - mean_j r_j)^2) <= delta
     primal, each optimiser step:  minimise -J + lambda * V   (+ PPO's value and entropy terms)
     dual, after each step:        lambda <- clip(lambda + lambda_lr * (V - delta) / delta, 0, lambda_max)
+                                  (`--dual-rule`: this additive step, bounded, or multiplicative per iteration)
 Under mu, E[r] = 1 and Var[r] = chi^2(pi || mu) ~ 2 KL, so V <= delta is locally a KL trust region
 of radius delta/2 (delta 0.02 ~ PPO's usual approx_kl 0.01); ESS/N = mean(r)^2/mean(r^2) = 1/(1+V).
 Soft brake: d(-J + lambda V)/dlogp_k = -(1/N) r_k (A_k - 2 lambda (r_k - mean r)) (the mean-r term
@@ -18,6 +19,8 @@ and stale replayed samples (`--replay-depth`) are down-weighted instead of disca
 [choice] V is the population variance over the minibatch, centred on its mean (`--variance-center one`: on 1).
 [choice] The dual step follows every optimiser step, on that minibatch's detached V, normalised
   by delta so `--lambda-lr` is scale-free; lambda persists across iterations, capped by `--lambda-max`.
+  The additive step is unbounded upwards and at most lambda_lr downwards, so one spike of V can lock
+  lambda high; `--dual-rule bounded` and `multiplicative` (see `dual_update`) bound what one step does.
 [choice] The log-ratio is clamped to [-20, 20] before exp, as a numerical guard only.
 [choice] Defaults delta 0.05, lambda_lr 0.5 won a 1-seed, 100k-step screen on tasks outside the
   results tables (README, control-sweep); lambda_init 1 and lambda_max 100 were not varied.
@@ -127,6 +130,10 @@ class Args:
     """dual step size on the normalised violation (V - delta) / delta"""
     lambda_max: float = 100.0
     """cap of the Lagrange multiplier (keeps one overshoot from freezing the policy)"""
+    lambda_min: float = 0.0
+    """floor of the Lagrange multiplier (> 0 for the multiplicative rule: a product cannot leave 0)"""
+    dual_rule: Literal["additive", "bounded", "multiplicative"] = "additive"
+    """the dual step (see `dual_update`): additive and bounded after every optimiser step, multiplicative once per iteration"""
     variance_center: Literal["mean", "one"] = "mean"
     """centre of the ratio variance: the minibatch mean of r, or one (E[r] under the behaviour policy)"""
 
@@ -165,11 +172,14 @@ def check_args(args: Args) -> None:
         "delta": (args.delta > 0, "> 0"),
         "lambda_lr": (args.lambda_lr >= 0, ">= 0"),
         "lambda_max": (args.lambda_max >= 0, ">= 0"),
-        "lambda_init": (0 <= args.lambda_init <= args.lambda_max, "in [0, --lambda-max]"),
+        "lambda_min": (0 <= args.lambda_min <= args.lambda_max, "in [0, --lambda-max]"),
+        "lambda_init": (args.lambda_min <= args.lambda_init <= args.lambda_max, "in [--lambda-min, --lambda-max]"),
     }
     for name, (holds, requirement) in ranges.items():
         if not holds:
             raise SystemExit(f"error: --{name.replace('_', '-')} must be {requirement} (got {getattr(args, name)})")
+    if args.dual_rule == "multiplicative" and args.lambda_min <= 0:
+        raise SystemExit(f"error: --dual-rule multiplicative needs --lambda-min > 0 (got {args.lambda_min})")
     batch_size = args.num_envs * args.num_steps
     if batch_size % args.num_minibatches != 0:
         raise SystemExit(
@@ -332,12 +342,27 @@ def r2vpo_policy_loss(new_logprobs, behavior_logprobs, advantages, lagrange_mult
     return loss, ratio_variance.detach()
 
 
-def dual_update(lagrange_multiplier, ratio_variance, delta, lr, lambda_max):
-    """The dual step of the module docstring: projected ascent on the normalised violation."""
+def dual_update(lagrange_multiplier, ratio_variance, delta, rule, lr, lambda_min, lambda_max):
+    """One dual step on the violation of V <= delta, projected onto [lambda_min, lambda_max].
+
+    additive (v1), after every optimiser step on its minibatch's V: lambda + lr * (V - delta) / delta.
+        Unbounded upwards, at most lr downwards: one spike of V can lock lambda near its cap.
+    bounded, the same, with (V - delta) / delta clipped to [-1, 1]: one minibatch moves lambda by <= lr.
+    multiplicative, once per iteration on the mean V of its last epoch: lambda * clip(V / delta, 1/2, 2),
+        PPO's adaptive-KL rule (x2 or /2) made continuous; lr is not used. Needs lambda_min > 0.
+    """
     if delta <= 0:
         raise ValueError(f"delta must be > 0, got {delta}")
-    violation = (float(ratio_variance) - delta) / delta
-    return min(max(lagrange_multiplier + lr * violation, 0.0), lambda_max)
+    if rule == "multiplicative":
+        stepped = lagrange_multiplier * min(max(float(ratio_variance) / delta, 0.5), 2.0)
+    else:
+        violation = (float(ratio_variance) - delta) / delta
+        if rule == "bounded":
+            violation = min(max(violation, -1.0), 1.0)
+        elif rule != "additive":
+            raise ValueError(f"unknown dual rule {rule!r}")
+        stepped = lagrange_multiplier + lr * violation
+    return min(max(stepped, lambda_min), lambda_max)
 
 
 def evaluate(model_path, env_id, eval_episodes, run_name, device, capture_video=False):
@@ -541,9 +566,16 @@ def main():
                 loss.backward()
                 nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm, foreach=True)
                 optimizer.step()
-                lagrange_multiplier = dual_update(
-                    lagrange_multiplier, ratio_variance, args.delta, args.lambda_lr, args.lambda_max
-                )
+                if args.dual_rule != "multiplicative":
+                    lagrange_multiplier = dual_update(
+                        lagrange_multiplier,
+                        ratio_variance,
+                        args.delta,
+                        args.dual_rule,
+                        args.lambda_lr,
+                        args.lambda_min,
+                        args.lambda_max,
+                    )
                 lagrange_multipliers.append(lagrange_multiplier)
 
             # diagnostics once per epoch, from its stacked log-ratios
@@ -557,6 +589,16 @@ def main():
             if args.target_kl is not None and approx_kl > args.target_kl:
                 break
 
+        if args.dual_rule == "multiplicative":  # once per iteration, on the last epoch's mean V
+            lagrange_multiplier = dual_update(
+                lagrange_multiplier,
+                np.mean(epoch_ratio_variances),
+                args.delta,
+                args.dual_rule,
+                args.lambda_lr,
+                args.lambda_min,
+                args.lambda_max,
+            )
         # the last epoch's ratios, the ones logged: ESS averaged over its minibatches
         ess = (ratios.mean(1) ** 2 / (ratios**2).mean(1)).mean()
 

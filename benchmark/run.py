@@ -134,7 +134,7 @@ def get_suite(name: str) -> Suite:
 
 
 def expand_suite(suite: Suite) -> list[Run]:
-    """All runs of a suite, in a stable order: task, then setting, then seed."""
+    """All runs of a suite, in a stable order: task, then setting, then seed (seed first if seed-major)."""
     budget = ("--total-timesteps", str(suite.total_timesteps)) if suite.total_timesteps is not None else ()
     runs = [
         Run(
@@ -155,6 +155,8 @@ def expand_suite(suite: Suite) -> list[Run]:
         for setting in suite.settings
         for seed in suite.seeds
     ]
+    if suite.seed_major:  # a stable sort: task, then setting, within each seed
+        runs.sort(key=lambda run: suite.seeds.index(run.seed))
     run_ids = [run.run_id for run in runs]
     assert len(set(run_ids)) == len(run_ids), f"suite {suite.name} has duplicate run ids"
     return runs

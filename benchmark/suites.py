@@ -54,6 +54,8 @@ class Suite:
     """OMP/MKL threads per child (0: all cores, and the runner defaults to one worker)"""
     reuse_from: tuple[str, ...] = field(default=())
     """suites whose finished runs with the same id and the same command count for this one"""
+    seed_major: bool = False
+    """run every task and setting at one seed before the next seed, so a partial suite stays balanced"""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,6 +171,32 @@ LLM_SCREEN_SETTINGS = (Setting("clip", "clip", LLM_SCRIPT, ("--loss", "clip")),)
     for lambda_lr in (0.1, 1.0)
 )
 
+# The trust-region revision (benchmark/README.md, "Revising the method"): R2VPO's flags are pinned in full in
+# every screen setting, so no default of today or tomorrow changes what these runs mean.
+R2VPO_V1_FLAGS = (
+    "--variance-center", "mean", "--dual-rule", "additive", "--delta", "0.05",
+    "--lambda-init", "1.0", "--lambda-lr", "0.5", "--lambda-min", "0.0", "--lambda-max", "100.0",
+)  # fmt: skip
+
+
+def r2vpo_variant(label: str, center: str, dual_rule: str, lambda_min: str = "0.0") -> Setting:
+    """R2VPO at v1's delta, lambda_init, lambda_lr and cap, with another centre, dual rule and floor."""
+    flags = dict(zip(R2VPO_V1_FLAGS[::2], R2VPO_V1_FLAGS[1::2], strict=True))
+    flags.update({"--variance-center": center, "--dual-rule": dual_rule, "--lambda-min": lambda_min})
+    return Setting(label, "r2vpo", R2VPO.script, tuple(x for item in flags.items() for x in item))
+
+
+SCREEN_TASKS = tuple(
+    control_task(env_id) for env_id in ("Ant-v5", "SparseHopper-v5", "DynamicWalker2d-v5", "HalfCheetah-v5")
+)
+SCREEN_SETTINGS = (
+    PPO,
+    Setting("r2vpo-v1", "r2vpo", R2VPO.script, R2VPO_V1_FLAGS),
+    r2vpo_variant("r2vpo-one-additive", "one", "additive"),
+    r2vpo_variant("r2vpo-one-bounded", "one", "bounded"),
+    r2vpo_variant("r2vpo-one-multiplicative", "one", "multiplicative", lambda_min="0.01"),
+)
+
 SUITES = {
     suite.name: suite
     for suite in (
@@ -231,6 +259,19 @@ SUITES = {
             total_timesteps=300_000,
             common_flags=CONTROL_EVAL_FLAGS,
             reuse_from=("control-reduced",),
+        ),
+        Suite(
+            name="control-screen",
+            description="The trust-region revision's screen on seeds no table reports (100, 101): the variance "
+            "centred on 1 with three dual rules (additive = v1's, bounded, multiplicative) against v1 and ppo, on "
+            "Ant, SparseHopper, DynamicWalker2d and HalfCheetah (-v5), 300k steps (40 runs, ~3 CPU-hours).",
+            kind="control",
+            tasks=SCREEN_TASKS,
+            settings=SCREEN_SETTINGS,
+            seeds=(100, 101),
+            total_timesteps=300_000,
+            common_flags=CONTROL_EVAL_FLAGS,
+            seed_major=True,
         ),
         Suite(
             name="control-check",

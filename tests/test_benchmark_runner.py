@@ -337,6 +337,7 @@ def test_defined_suites_are_well_formed():
         "llm-scan": 8,
         "llm-screen": 7,
         "control-ablation": 108,
+        "control-screen": 40,
     }
     expanded = {name: run.expand_suite(suite) for name, suite in SUITES.items() if name in counts}
     assert {name: len(runs) for name, runs in expanded.items()} == counts
@@ -354,6 +355,22 @@ def test_defined_suites_are_well_formed():
         "--delta 0.01 --lambda-lr 0.5"
         in {r.run_id: r.command for r in expanded["control-sweep"]}["Swimmer-v5__r2vpo-delta0.01-lr0.5__s1"]
     )
+
+
+def test_screen_uses_unreported_seeds_pins_the_method_and_runs_seed_major():
+    screen = run.expand_suite(SUITES["control-screen"])
+    reported = {
+        seed
+        for name in ("control-full", "control-reduced", "control-ablation", "llm-arith")
+        for seed in SUITES[name].seeds
+    }
+    assert {r.seed for r in screen} == {100, 101} and not {100, 101} & reported
+    assert [r.seed for r in screen] == [100] * 20 + [101] * 20  # every task and setting at 100 first
+    assert [r.run_id for r in screen[:5]] == [f"Ant-v5__{s.label}__s100" for s in SUITES["control-screen"].settings]
+    for r in screen:
+        if r.method == "r2vpo":  # every method flag spelled out: later defaults cannot change these runs
+            for flag in ("--variance-center", "--dual-rule", "--delta", "--lambda-init", "--lambda-lr", "--lambda-min"):
+                assert flag in r.flags
 
 
 # --------------------------------------------------------------------------- report

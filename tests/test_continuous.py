@@ -197,16 +197,43 @@ def test_extreme_log_ratios_stay_finite():
 # ---------------------------------------------------------------- dual update
 
 
-def test_dual_update_direction_and_bounds():
-    dual = r2vpo_continuous.dual_update
+def test_dual_update_additive_is_v1():
+    def dual(lam, v, delta, lr, lambda_max, lambda_min=0.0):
+        return r2vpo_continuous.dual_update(lam, v, delta, "additive", lr, lambda_min, lambda_max)
+
     assert dual(1.0, 0.04, 0.02, 0.1, 100.0) == pytest.approx(1.1)  # V = 2 delta: +lr
     assert dual(1.0, 0.0, 0.02, 0.1, 100.0) == pytest.approx(0.9)  # V = 0: -lr
     assert dual(0.05, 0.0, 0.02, 0.1, 100.0) == 0.0  # projected onto lambda >= 0
+    assert dual(0.05, 0.0, 0.02, 0.1, 100.0, lambda_min=0.01) == 0.01  # ... or onto the floor
     assert dual(99.0, 10.0, 0.02, 0.1, 100.0) == 100.0  # capped at lambda_max
+    assert dual(1.0, 0.22, 0.02, 0.1, 100.0) == pytest.approx(2.0)  # unbounded: V = 11 delta moves it 10 lr
     assert dual(3.0, torch.tensor(0.02), 0.02, 0.5, 100.0) == pytest.approx(3.0)  # on the boundary
     assert isinstance(dual(1.0, torch.tensor(0.5), 0.02, 0.1, 100.0), float)
     with pytest.raises(ValueError):
         dual(1.0, 0.1, 0.0, 0.1, 100.0)
+
+
+def test_dual_update_bounded_clips_the_violation():
+    def dual(lam, v):
+        return r2vpo_continuous.dual_update(lam, v, 0.02, "bounded", 0.5, 0.0, 100.0)
+
+    assert dual(1.0, 0.22) == pytest.approx(1.5)  # violation 10 clipped to 1: one lr at most
+    assert dual(1.0, 0.03) == pytest.approx(1.25)  # violation 0.5 inside [-1, 1]: as additive
+    assert dual(1.0, 0.0) == pytest.approx(0.5)  # violation -1: the most it can fall
+    assert dual(0.2, 0.0) == 0.0  # projected onto lambda >= 0
+
+
+def test_dual_update_multiplicative_doubles_or_halves_at_most():
+    def dual(lam, v, lambda_min=0.01, lambda_max=100.0):
+        return r2vpo_continuous.dual_update(lam, v, 0.05, "multiplicative", 0.5, lambda_min, lambda_max)
+
+    assert dual(1.0, 0.06) == pytest.approx(1.2)  # V / delta = 1.2 inside [1/2, 2]
+    assert dual(1.0, 0.04) == pytest.approx(0.8)
+    assert dual(3.0, 5.0) == pytest.approx(6.0)  # V = 100 delta: doubled, no more
+    assert dual(3.0, 0.0) == pytest.approx(1.5)  # V = 0: halved, no less
+    assert dual(0.015, 0.0) == 0.01  # the floor
+    assert dual(80.0, 1.0) == 100.0  # the cap
+    assert dual(2.0, 0.05) == pytest.approx(2.0)  # on the boundary
 
 
 # ---------------------------------------------------------------- end to end
@@ -275,6 +302,23 @@ def test_end_to_end_replay_and_vector_envs(script, tmp_path):
     assert scalars["charts/episodic_return"]
 
 
+@pytest.mark.parametrize("rule", ["bounded", "multiplicative"])
+def test_end_to_end_dual_rules(rule, tmp_path):
+    flags = ("--dual-rule", rule, "--lambda-min", "0.01", "--variance-center", "one", "--total-timesteps", "256")
+    result = run_script("r2vpo_continuous.py", *TINY, *flags, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    scalars = read_scalars(tmp_path)
+    means, maxima = scalars["losses/lambda"], scalars["losses/lambda_max"]
+    assert len(means) == 4 and min(means) >= 0.01 * (1 - 1e-6)  # tensorboard stores float32
+    if rule == "multiplicative":  # one step per iteration: constant within it, x2 or /2 at most between
+        assert means == maxima
+        assert means[0] == 1.0 and all(
+            0.5 - 1e-6 <= after / before <= 2.0 + 1e-6 for before, after in zip(means, means[1:])
+        )
+    else:  # lr 0.5 per optimiser step at most, TINY's 4 x 2 steps per iteration
+        assert max(maxima) <= 1.0 + 0.5 * 8 * 4
+
+
 def test_same_seed_gives_identical_losses(tmp_path):
     logged = []
     for name in ("a", "b"):
@@ -323,7 +367,10 @@ REFUSED_BY_R2VPO = [
     (["--lambda-lr", "nan"], "--lambda-lr must be finite"),
     (["--lambda-lr", "-0.1"], "--lambda-lr must be >= 0"),
     (["--lambda-max", "inf"], "--lambda-max must be finite"),
-    (["--lambda-init", "200"], "--lambda-init must be in [0, --lambda-max]"),
+    (["--lambda-init", "200"], "--lambda-init must be in [--lambda-min, --lambda-max]"),
+    (["--lambda-min", "0.5", "--lambda-init", "0.1"], "--lambda-init must be in [--lambda-min, --lambda-max]"),
+    (["--lambda-min", "-0.1"], "--lambda-min must be in [0, --lambda-max]"),
+    (["--dual-rule", "multiplicative"], "--dual-rule multiplicative needs --lambda-min > 0 (got 0.0)"),
 ]
 
 
