@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.stats
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
@@ -519,6 +520,49 @@ def test_difference_ci_reads_ahead_level_behind():
     assert difference == pytest.approx(1.0) and 0 < low < 1.0 < high
     _, low, high = report.difference_ci([1.0, 3.0, 2.0], [2.0, 1.0, 3.0], reps=500)  # overlapping: the CI holds 0
     assert low < 0 < high
+
+
+def test_welch_interval_matches_a_hand_computation_and_scipy():
+    # two groups of 3 with variance 0.01 each: se = sqrt(0.01/3 + 0.01/3), Welch-Satterthwaite df = 4 exactly,
+    # t(0.975, 4) = 2.776445 (a t table)
+    difference, low, high = report.welch_difference_ci([2.0, 2.1, 1.9], [1.0, 1.1, 0.9])
+    half_width = 2.776445 * np.sqrt(2 * 0.01 / 3)
+    assert difference == pytest.approx(1.0) and (low, high) == pytest.approx((1.0 - half_width, 1.0 + half_width))
+    rng = np.random.default_rng(3)
+    for ours, theirs in ((rng.normal(0, 1, 3), rng.normal(1, 5, 5)), (rng.normal(0, 1, 2), rng.normal(0, 1, 4))):
+        expected = scipy.stats.ttest_ind(ours, theirs, equal_var=False).confidence_interval(0.95)
+        assert report.welch_difference_ci(ours, theirs)[1:] == pytest.approx((expected.low, expected.high))
+
+
+def test_welch_verdicts_level_ahead_and_without_spread():
+    assert report.verdict(*report.welch_difference_ci([1.0, 3.0, 2.0], [1.0, 3.0, 2.0])[1:]) == "level"
+    assert report.verdict(*report.welch_difference_ci([1.0, 3.0, 2.0], [2.0, 1.0, 3.0])[1:]) == "level"
+    assert report.verdict(*report.welch_difference_ci([10.0, 10.5, 11.0], [1.0, 1.5, 2.0])[1:]) == "ahead"
+    assert report.verdict(*report.welch_difference_ci([1.0, 1.5, 2.0], [10.0, 10.5, 11.0])[1:]) == "behind"
+    # a pendulum held at 1000 by every seed of both: no spread, the interval is the difference itself
+    assert report.welch_difference_ci([1000.0, 1000.0], [1000.0, 1000.0]) == (0.0, 0.0, 0.0)
+    assert report.verdict(*report.welch_difference_ci([1000.0] * 3, [999.0, 1000.0, 998.0])[1:]) == "level"
+
+
+def test_welch_rule_keeps_its_level_where_the_bootstrap_rule_does_not():
+    """Two identical methods, 3 normal seeds each: Welch's t calls them different about 5% of the time, the
+    percentile bootstrap of the difference several times as often (about 20% with many comparisons)."""
+    rates = report.false_verdict_rates(lambda g, n: g.normal(100.0, 20.0, n), seeds=3, sims=400, reps=200)
+    assert rates["Welch t"] <= 0.08 and rates["bootstrap"] >= 0.12
+
+
+def test_coverage_check_reads_the_baselines_spread(tmp_path, monkeypatch, capsys):
+    suite = report_suite(monkeypatch, "fake-report", tasks=("A", "B"), seeds=(1, 2, 3))
+    write_results(
+        tmp_path,
+        [fake_result(p, [[1000, 100.0 * p.seed**2 + (p.task == "B")]]) for p in run.expand_suite(suite)],
+    )
+    args = report.Args(suite="fake-report", results_dir=str(tmp_path), coverage_check=True, coverage_sims=20)
+    report.main(args)
+    printed = capsys.readouterr().out
+    assert "| AUC, normal with each task's mean and std (2 tasks) | 3 vs 3 |" in printed
+    assert "| final, 6 standardised ppo runs resampled | 5 vs 5 |" in printed and "| 40 |" in printed
+    assert not (tmp_path / "fake-report" / "table.md").exists()
 
 
 def test_report_llm_suite_plots_accuracy_against_completions(tmp_path, monkeypatch):
