@@ -39,7 +39,13 @@ NeurIPS 2021): each run's AUC and final return is divided by the baseline settin
 that task (--baseline, default ppo; a task where that mean is <= 0 is left out), then IQM and
 mean with stratified bootstrap CIs (runs resampled within each task), the probability of
 improvement P(setting > baseline) with its CI, and performance profiles (fraction of runs with
-a normalised score above tau).
+a normalised score above tau). Beside the IQM and mean, the same with min-max normalisation, which
+does not lean on the baseline's own mean (itself a noisy 2-3 seed estimate, which makes the
+baseline's normalised mean 1 by construction, and whose distance from 0 sets the scale): on each
+task, score = (x - worst run) / (best run - worst run), worst and best over every counted run of
+the suite on that task (all settings and seeds), so 0 is the worst run there and 1 the best; same
+tasks, runs and bootstrap as the baseline-normalised numbers. P(setting > baseline) is the same
+under both (it only compares runs within a task).
 
 Against the baseline, per task (control suites): the difference of each setting's mean AUC and
 final return from the baseline's, with Welch's t 95% interval (unequal variances, Welch-Satterthwaite
@@ -54,6 +60,11 @@ tasks, one false verdict in every other suite is to be expected.
 
 Sample efficiency (control suites): the environment steps each run needs to reach the baseline's
 mean final return (the end of the first of the 100 bins whose mean return reaches it).
+
+Still moving at the end? (control suites): per task and setting, the mean return over the last
+fifth of the budget minus over the fifth before it (bins 81-100 against 61-80 of the binned
+curve), mean over seeds. Clearly above 0: still rising when the budget ran out, so a longer run
+could reorder the settings; below 0: falling off.
 
 Diagnostics, per task x setting: the median over iterations of each logged optimisation scalar
 (losses/approx_kl, ratio_variance, clipfrac or would_clip_frac, lambda, ess; charts/staleness),
@@ -353,6 +364,23 @@ def diagnostics_table(groups) -> str:
     return markdown_table(["Task", "Setting", *names], rows)
 
 
+def late_trend(binned: np.ndarray) -> float:
+    """Mean of the last fifth of a binned curve minus the mean of the fifth before it."""
+    fifth = len(binned) // 5
+    return float(binned[-fifth:].mean() - binned[-2 * fifth : -fifth].mean())
+
+
+def late_trend_table(suite: Suite, groups) -> str:
+    """Tasks x settings: late_trend of each run's binned return curve, mean over seeds ("-": no runs)."""
+    settings = list(dict.fromkeys(s for by_setting in groups.values() for s in by_setting))
+    rows = []
+    for task, by_setting in groups.items():
+        budget = task_budget(suite, [r for rs in by_setting.values() for r in rs], lambda r: r["curve"])
+        trends = {s: [late_trend(binned_curve(r["curve"], budget)) for r in rs] for s, rs in by_setting.items()}
+        rows.append([task, *(f"{np.mean(trends[s]):+.1f}" if trends.get(s) else "-" for s in settings)])
+    return markdown_table(["Task", *settings], rows)
+
+
 def header_line(suite: Suite, collected: SuiteResults, command: str) -> str:
     counted = collected.counted
     if suite.total_timesteps:
@@ -404,6 +432,9 @@ class Aggregates:
     """{setting: [IQM, mean]}"""
     iqm_mean_ci: dict[str, np.ndarray]
     """{setting: [[low IQM, low mean], [high IQM, high mean]]}"""
+    min_max_iqm_mean: dict[str, np.ndarray]
+    """{setting: [IQM, mean]} of the min-max normalised scores (same tasks and runs)"""
+    min_max_iqm_mean_ci: dict[str, np.ndarray]
     improvement: dict[str, float]
     """{setting: P(setting > baseline)}, settings other than the baseline"""
     improvement_ci: dict[str, np.ndarray]
@@ -436,6 +467,25 @@ def normalised_scores(per_task: dict[str, dict[str, list[float]]], baseline: str
     return scores, tasks, left_out
 
 
+def min_max_scores(per_task: dict[str, dict[str, list[float]]], tasks: list[str], runs: dict[str, int]):
+    """{setting: [runs x tasks]}: (x - worst) / (best - worst), worst and best over every run on the task.
+
+    Every run of every setting counts for the worst and the best, also seeds that the rectangular arrays
+    leave out; each setting keeps its first `runs[setting]` seeds, as in normalised_scores. On a task where
+    all runs tie, every score is 0.5 (each run is both the worst and the best).
+    """
+    scores = {}
+    for setting, count in runs.items():
+        columns = []
+        for task in tasks:
+            every_run = [value for values in per_task[task].values() for value in values]
+            worst, best = min(every_run), max(every_run)
+            values = np.array(per_task[task][setting][:count], dtype=float)
+            columns.append((values - worst) / (best - worst) if best > worst else np.full(count, 0.5))
+        scores[setting] = np.array(columns).T.reshape(count, len(tasks))
+    return scores
+
+
 def aggregate(metric: str, per_task: dict, baseline: str, reps: int) -> Aggregates:
     from rliable import library, metrics  # heavy (arch, pandas, statsmodels): imported only to aggregate
 
@@ -454,6 +504,9 @@ def aggregate(metric: str, per_task: dict, baseline: str, reps: int) -> Aggregat
     taus = np.linspace(min(0.0, all_scores.min()), all_scores.max(), PROFILE_POINTS)
     np.random.seed(BOOTSTRAP_SEED)
     profiles, profile_cis = library.create_performance_profile(scores, taus, reps=reps)
+    min_max = min_max_scores(per_task, tasks, {setting: len(runs) for setting, runs in scores.items()})
+    np.random.seed(BOOTSTRAP_SEED)
+    min_max_iqm_mean, min_max_iqm_mean_ci = library.get_interval_estimates(min_max, iqm_and_mean, reps=reps)
     return Aggregates(
         metric,
         tasks,
@@ -461,6 +514,8 @@ def aggregate(metric: str, per_task: dict, baseline: str, reps: int) -> Aggregat
         scores,
         iqm_mean,
         iqm_mean_ci,
+        min_max_iqm_mean,
+        min_max_iqm_mean_ci,
         {setting: float(value[0]) for setting, value in improvement.items()},
         improvement_ci,
         taus,
@@ -491,7 +546,9 @@ def aggregates_section(found: list[Aggregates], baseline: str, reps: int) -> str
     lines = [
         f"Across tasks (rliable): every run's score divided by the mean of `{baseline}` on its task; IQM and mean "
         f"with 95% stratified bootstrap CIs ({reps} resamples of the runs within each task), probability of "
-        f"improvement P(setting > {baseline}) with its CI. Performance profiles: aggregates.png.",
+        f"improvement P(setting > {baseline}) with its CI. Performance profiles: aggregates.png. Min-max: the same "
+        "IQM and mean with every run's score as (x - worst run) / (best run - worst run) on its task (over every run "
+        f"of the suite there), independent of the {baseline} mean; same tasks and runs.",
         "",
     ]
     rows = []
@@ -504,8 +561,14 @@ def aggregates_section(found: list[Aggregates], baseline: str, reps: int) -> str
                 low, high = agg.improvement_ci[setting][:, 0]
                 improvement = interval_text(agg.improvement[setting], low, high, runs)
             cells = [interval_text(iqm, iqm_low, iqm_high, runs), interval_text(mean, mean_low, mean_high, runs)]
-            rows.append([agg.metric, setting, *cells, improvement, f"{len(agg.tasks)} x {runs}"])
+            (iqm, mean), ((iqm_low, mean_low), (iqm_high, mean_high)) = (
+                agg.min_max_iqm_mean[setting],
+                agg.min_max_iqm_mean_ci[setting],
+            )
+            min_max = [interval_text(iqm, iqm_low, iqm_high, runs), interval_text(mean, mean_low, mean_high, runs)]
+            rows.append([agg.metric, setting, *cells, improvement, *min_max, f"{len(agg.tasks)} x {runs}"])
     columns = ["Metric", "Setting", "IQM [95% CI]", "Mean [95% CI]", f"P(setting > {baseline}) [95% CI]"]
+    columns += ["Min-max IQM [95% CI]", "Min-max mean [95% CI]"]
     lines.append(markdown_table([*columns, "Tasks x runs"], rows))
     for agg in found:
         if agg.left_out_tasks:
@@ -688,6 +751,15 @@ def build_table(args: Args, suite: Suite, collected: SuiteResults, found: list[A
             "",
             "No aggregates across tasks yet: they need 2 tasks on which every setting has a counted run "
             f"and the {baseline} mean is > 0.",
+        ]
+    if suite.kind == "control":
+        text += [
+            "",
+            "Still moving at the end? Mean return over the last fifth of the budget minus over the fifth before it "
+            "(binned curve), mean over seeds: near 0 flat, clearly above 0 still rising when the budget ran out, "
+            "below 0 falling off.",
+            "",
+            late_trend_table(suite, collected.groups),
         ]
     text += [
         "",

@@ -452,6 +452,8 @@ def test_report_builds_table_and_curves_from_the_suites_runs(tmp_path, monkeypat
     # diagnostics: median over iterations, then mean over seeds; max lambda: the largest of each run (the spike)
     assert "| T | ppo | 0.02 | 0.1 | 1 | 0.5 | 3 |" in table
     assert "T__r2vpo__s1 (failed)" in table and "Not run yet (1): T__r2vpo__s2" in table
+    # still moving: returns rise by 10 per bin, so the last fifth (bins 81-100) is 200 above the fifth before
+    assert "Still moving at the end?" in table and "| Task | ppo |\n|---|---|\n| T | +200.0 |" in table
     assert (tmp_path / "fake-report" / "curves.png").stat().st_size > 1000
 
 
@@ -506,13 +508,31 @@ def test_report_aggregates_across_tasks_with_rliable(tmp_path, monkeypatch, caps
     table = (tmp_path / "fake-report" / "table.md").read_text()
     assert "divided by the mean of `ppo` on its task" in table
     auc = {line.split(" | ")[1]: line.split(" | ") for line in table.splitlines() if line.startswith("| AUC |")}
-    assert auc["ppo"][3].startswith("1.00 [") and auc["ppo"][4] == "-" and auc["r2vpo"][5] == "3 x 3 |"
+    assert auc["ppo"][3].startswith("1.00 [") and auc["ppo"][4] == "-" and auc["r2vpo"][7] == "3 x 3 |"
     assert auc["r2vpo"][4] == "1.00 [1.00, 1.00]"  # every r2vpo run beats every ppo run on every task
     assert float(auc["r2vpo"][2].split()[0]) == pytest.approx(1.6 / 1.1, abs=0.005)  # r2vpo 1.55-1.65, ppo mean 1.1
     assert "| final return | r2vpo |" in table
+    # min-max: per task the runs span 1.05-1.65 x its level, so ppo's seeds score 0, 1/12, 2/12, r2vpo's 10/12-1
+    assert auc["ppo"][5].startswith("0.08 [") and auc["ppo"][6].startswith("0.08 [")
+    assert auc["r2vpo"][5].startswith("0.92 [") and auc["r2vpo"][6].startswith("0.92 [")
     assert (tmp_path / "fake-report" / "aggregates.png").stat().st_size > 1000
     # per task against ppo: r2vpo is 0.5 x the task's level higher in every seed, so ahead everywhere
     assert "| B | r2vpo | +500.0 [+" in table and "r2vpo vs ppo, AUC: ahead on 3, level on 0, behind on 0 of 3" in table
+
+
+def test_min_max_scores_span_every_run_of_the_task():
+    per_task = {
+        "A": {"ppo": [0.0, 10.0, 40.0], "r2vpo": [20.0, 30.0]},  # ppo's third seed is the best run, though left out
+        "B": {"ppo": [5.0, 5.0], "r2vpo": [5.0, 5.0]},  # every run ties: 0.5
+    }
+    scores = report.min_max_scores(per_task, ["A", "B"], {"ppo": 2, "r2vpo": 2})
+    np.testing.assert_allclose(scores["ppo"], [[0.0, 0.5], [0.25, 0.5]])
+    np.testing.assert_allclose(scores["r2vpo"], [[0.5, 0.5], [0.75, 0.5]])
+
+
+def test_late_trend_compares_the_last_two_fifths():
+    assert report.late_trend(np.arange(100.0)) == 20.0  # bins 80-99 against 60-79
+    assert report.late_trend(np.r_[np.zeros(60), np.ones(20), np.zeros(20)]) == -1.0
 
 
 def test_difference_ci_reads_ahead_level_behind():
