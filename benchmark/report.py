@@ -784,11 +784,12 @@ def pyplot():
     return plt
 
 
-def plot_curve_band(axis, curves: list, budget: float, label: str, reps: int) -> None:
+def plot_curve_band(axis, curves: list, budget: float, label: str, reps: int, sparse: bool) -> None:
     """Mean over seeds of the binned curves, with a 95% bootstrap band when there are 2 seeds or more.
-    Sparse curves logged at the same steps in every seed (LLM evaluations) are drawn at those steps only."""
+    Sparse curves (LLM evaluations) logged at the same steps in every seed are drawn at those steps only;
+    episodic returns are always binned, also a single seed's with few episodes (e.g. Swimmer's 100)."""
     steps = [[step for step, _ in curve] for curve in curves]
-    if all(s == steps[0] for s in steps) and len(steps[0]) <= GRID_BINS:
+    if sparse and all(s == steps[0] for s in steps) and len(steps[0]) <= GRID_BINS:
         x, values, marker = np.array(steps[0]), [[value for _, value in curve] for curve in curves], "o"
     else:
         edges = np.linspace(0.0, budget, GRID_BINS + 1)
@@ -819,7 +820,7 @@ def write_curves(path: Path, suite: Suite, groups, reps: int) -> None:
     for axis, (title, ylabel, curves, budget) in zip(axes.flat, panels):
         for setting, setting_curves in curves.items():
             if setting_curves:
-                plot_curve_band(axis, setting_curves, budget, setting, reps)
+                plot_curve_band(axis, setting_curves, budget, setting, reps, sparse=suite.kind == "llm")
         axis.set_title(title, fontsize=9)
         axis.set_xlabel("completions generated" if suite.kind == "llm" else "global step", fontsize=8)
         axis.set_ylabel(ylabel, fontsize=8)
