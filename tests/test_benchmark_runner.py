@@ -496,6 +496,24 @@ def test_probability_of_improvement_is_rliables_metric():
     assert report.probability_of_improvement(x, x)[0] == 0.5
 
 
+def test_iqm_and_profiles_are_rliables_bit_for_bit():
+    """The fast IQM and performance profile give exactly rliable's numbers, so the tables did not move."""
+    from rliable import library, metrics
+
+    rng = np.random.default_rng(1)
+    for shape in ((3, 10), (2, 3), (1, 2), (12, 3), (5, 7)):
+        scores = rng.lognormal(size=shape)
+        assert report.interquartile_mean(scores) == metrics.aggregate_iqm(scores)
+        assert report.iqm_and_mean(scores)[1] == metrics.aggregate_mean(scores)
+    scores = {"a": rng.normal(1, 0.3, (3, 4)), "b": rng.normal(1.2, 0.3, (3, 4))}
+    taus, profiles, cis = report.performance_profiles(scores, reps=30)
+    np.random.seed(report.BOOTSTRAP_SEED)
+    expected, expected_cis = library.create_performance_profile(scores, taus, reps=30)
+    for setting in scores:
+        np.testing.assert_array_equal(profiles[setting], expected[setting])
+        np.testing.assert_array_equal(cis[setting], expected_cis[setting])
+
+
 def test_report_aggregates_across_tasks_with_rliable(tmp_path, monkeypatch, capsys):
     suite = report_suite(monkeypatch, "fake-report", tasks=("A", "B", "C"), seeds=(1, 2, 3))
     level = {"A": 100.0, "B": 1000.0, "C": 10.0}  # tasks on different scales: normalised by ppo's mean per task
