@@ -5,6 +5,7 @@ import json
 import math
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -18,6 +19,10 @@ def test_welch_t_matches_the_formula():
     expected = (np.mean(b) - np.mean(a)) / math.sqrt(np.var(a, ddof=1) / 3 + np.var(b, ddof=1) / 4)
     assert same_learning.welch_t(a, b) == pytest.approx(expected)
     assert math.isnan(same_learning.welch_t([1.0, 1.0], [1.0, 1.0]))
+    capped, varied = [1000.0, 1000.0, 1000.0], [990.0, 1000.0, 995.0]  # e.g. a pendulum held at its cap by every seed
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no note from scipy about the group without spread
+        assert same_learning.welch_t(capped, varied) == pytest.approx(-5.0 / math.sqrt(np.var(varied, ddof=1) / 3))
 
 
 def test_permutation_p_is_exact():
