@@ -6,6 +6,7 @@ logs the same tensorboard tags as the real scripts, so no MuJoCo training runs h
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -648,5 +649,25 @@ def test_final_return_and_binned_curve():
     assert binned[5] == pytest.approx(3.0 + (5.0 - 3.0) * (55 - 15) / (85 - 15))  # interpolated empty bin
 
 
-def test_runner_module_imports_without_side_effects():
-    assert os.path.basename(run.__file__) == "run.py" and "fake" not in SUITES
+def test_runner_module_imports_without_side_effects(tmp_path):
+    """Importing the runner and the report (as the tests, the report and same_learning do) creates no file or
+    folder, in the working directory or next to the package, and prints nothing: they act only from main().
+    A copy of the package is imported, so that anything it made would land in tmp_path."""
+    package = tmp_path / "repo" / "benchmark"
+    package.mkdir(parents=True)
+    for source in (REPO_ROOT / "benchmark").glob("*.py"):
+        shutil.copy(source, package)
+    (tmp_path / "cwd").mkdir()
+    before = sorted(tmp_path.rglob("*"))
+    code = (
+        "import sys; import benchmark.run, benchmark.report, benchmark.same_learning; "
+        "assert benchmark.run.__file__.startswith(sys.argv[1]), benchmark.run.__file__"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "repo"), "PYTHONDONTWRITEBYTECODE": "1"}
+    imported = subprocess.run(
+        [sys.executable, "-c", code, str(package)], cwd=tmp_path / "cwd", env=env, capture_output=True, text=True
+    )
+    assert imported.returncode == 0, imported.stderr
+    assert (imported.stdout, imported.stderr) == ("", "")
+    assert sorted(tmp_path.rglob("*")) == before
+    assert "fake" not in SUITES  # the tests' suites are registered with monkeypatch, gone after each test

@@ -149,9 +149,22 @@ def test_r2vpo_gradient_matches_soft_brake_formula():
 
 
 def test_r2vpo_centre_one_uses_second_moment_around_one():
-    new, behavior = torch.tensor([0.1, -0.2, 0.3]), torch.zeros(3)
-    _, variance = r2vpo_continuous.r2vpo_policy_loss(new, behavior, torch.zeros(3), 1.0, center="one")
-    torch.testing.assert_close(variance, ((new.exp() - 1) ** 2).mean())
+    """Against numbers computed another way, in float64 with numpy: V around 1 is the population variance plus
+    the squared distance of the mean ratio from 1, and its gradient brakes each ratio towards 1 (not towards
+    the batch mean): d/dlogp [-mean(r A) + lam mean((r - 1)^2)] = -r (A - 2 lam (r - 1)) / n."""
+    torch.manual_seed(4)
+    behavior = torch.randn(8)
+    new = (behavior + 0.2 + 0.3 * torch.randn(8)).requires_grad_()  # mean ratio clearly above 1
+    advantages, lam = torch.randn(8), 1.5
+    loss, variance = r2vpo_continuous.r2vpo_policy_loss(new, behavior, advantages, lam, center="one")
+    loss.backward()
+    r = np.exp(new.detach().numpy().astype(np.float64) - behavior.numpy().astype(np.float64))
+    assert np.mean(r) - 1 > 0.1  # so the two centres differ
+    assert variance.item() == pytest.approx(np.var(r) + (np.mean(r) - 1) ** 2, rel=1e-5)
+    _, around_mean = r2vpo_continuous.r2vpo_policy_loss(new, behavior, advantages, lam)
+    assert variance.item() - around_mean.item() == pytest.approx((np.mean(r) - 1) ** 2, rel=1e-4)
+    expected_gradient = -r * (advantages.numpy() - 2 * lam * (r - 1)) / 8
+    np.testing.assert_allclose(new.grad.numpy(), expected_gradient, rtol=1e-5, atol=1e-6)
 
 
 def test_r2vpo_zero_variance_when_on_policy():
