@@ -1,7 +1,9 @@
-"""One update of r2vpo_llm.py's policy from a fixed training batch, in one process or under torchrun.
+"""One update of r2vpo_llm_fsdp.py's policy from a fixed training batch, in one process or under torchrun,
+or of r2vpo_llm.py's (the one-process file) with --one-process-file.
 
     python tests/distributed_update.py OUT [--micro-batch-size 4 ...]            # one process
     torchrun --nproc_per_node 2 tests/distributed_update.py OUT [...]            # FSDP2, gloo on CPU
+    python tests/distributed_update.py OUT --one-process-file [...]              # r2vpo_llm.py's update_policy
 
 Rank 0 writes OUT (the full float32 parameters, lambda and the update's statistics); every rank
 writes OUT.rank<r>.json with the lambda it ended with. tests/test_llm.py compares the runs.
@@ -15,7 +17,8 @@ import torch
 import tyro
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import r2vpo_llm as llm  # noqa: E402
+import r2vpo_llm  # noqa: E402
+import r2vpo_llm_fsdp as llm  # noqa: E402
 
 ARGS = [
     "--model-name-or-path",
@@ -72,7 +75,8 @@ def fixed_training_groups(model, tokenizer, args, seed=0):
 
 
 def main():
-    out, flags = sys.argv[1], sys.argv[2:]
+    out, flags = sys.argv[1], [flag for flag in sys.argv[2:] if flag != "--one-process-file"]
+    one_process_file = "--one-process-file" in sys.argv[2:]
     args = tyro.cli(llm.Args, args=ARGS + flags)
     rank, world_size, device = llm.setup_distributed(use_cuda=False)
     llm.check_args(args, world_size)
@@ -85,9 +89,15 @@ def main():
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.0)
     torch.manual_seed(1)  # the shuffle (rank 0's is used everywhere)
     model.train()
-    lagrange_multiplier, stats = llm.update_policy(
-        model, optimizer, groups, args.lambda_init, args, tokenizer.pad_token_id, rank, world_size
-    )
+    if one_process_file:
+        simple_args = tyro.cli(r2vpo_llm.Args, args=ARGS + flags)
+        lagrange_multiplier, stats = r2vpo_llm.update_policy(
+            model, optimizer, groups, args.lambda_init, simple_args, tokenizer.pad_token_id
+        )
+    else:
+        lagrange_multiplier, stats = llm.update_policy(
+            model, optimizer, groups, args.lambda_init, args, tokenizer.pad_token_id, rank, world_size
+        )
     options = llm.StateDictOptions(full_state_dict=True, cpu_offload=True)
     parameters = llm.get_model_state_dict(model, options=options)
     with open(f"{out}.rank{rank}.json", "w") as file:

@@ -1,5 +1,6 @@
-"""Tests of r2vpo_llm.py: the math against manual computations, the verifier, and the script end to end
-with the offline `tiny-random` model (no network, no real model). Run: pytest tests/test_llm.py"""
+"""Tests of r2vpo_llm.py and r2vpo_llm_fsdp.py: the math against manual computations, the verifier, the
+two files against each other, and both scripts end to end with the offline `tiny-random` model (no
+network, no real model). Run: pytest tests/test_llm.py"""
 
 import glob
 import json
@@ -14,9 +15,13 @@ import tyro
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "r2vpo_llm.py")
+FSDP_SCRIPT = os.path.join(ROOT, "r2vpo_llm_fsdp.py")
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "gsm8k_tiny.jsonl")
 sys.path.insert(0, ROOT)
 import r2vpo_llm as llm  # noqa: E402
+import r2vpo_llm_fsdp as fsdp  # noqa: E402
+
+BOTH_FILES = pytest.mark.parametrize("module", [llm, fsdp], ids=["r2vpo_llm", "r2vpo_llm_fsdp"])
 
 torch.set_num_threads(1)
 
@@ -69,8 +74,8 @@ COMMON_TAGS = [
 R2VPO_TAGS = ["losses/lambda", "losses/lambda_max", "losses/constraint_violation", "losses/would_clip_frac"]
 
 
-def run_script(cwd, *flags, check=True):
-    result = subprocess.run([sys.executable, SCRIPT, *flags], cwd=cwd, capture_output=True, text=True, timeout=300)
+def run_script(cwd, *flags, check=True, script=SCRIPT):
+    result = subprocess.run([sys.executable, script, *flags], cwd=cwd, capture_output=True, text=True, timeout=300)
     if check:
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return result
@@ -178,6 +183,45 @@ def test_clip_loss_matches_manual():
     assert loss.item() == pytest.approx(expected, rel=1e-5)
 
 
+@BOTH_FILES
+def test_cispo_loss_and_gradient_match_manual(module):
+    """-(1/N) sum_k sg(min(r_k, w)) A_k log pi_k: every valid token keeps the gradient -(1/N) min(r_k, w) A_k."""
+    new, behavior, advantages, mask = random_token_batch(seed=1)  # 4 of its 15 weights above 1.28
+    pairs = valid_tokens(new, behavior, advantages, mask)
+    logprobs = [new[i, t].item() for i in range(4) for t in range(6) if mask[i, t]]
+    expected = -sum(min(r, 1.28) * a * lp for (r, a), lp in zip(pairs, logprobs)) / len(pairs)
+    new.requires_grad_(True)
+    loss, capped_frac = module.cispo_policy_loss(new, behavior, advantages, mask, max_weight=1.28)
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    assert capped_frac.item() == pytest.approx(sum(r > 1.28 for r, _ in pairs) / len(pairs))
+    assert 0 < capped_frac.item() < 1  # the batch has capped and uncapped weights
+    loss.backward()
+    ratio = torch.exp(new.detach() - behavior)
+    expected_grad = -torch.clamp(ratio, max=1.28) * advantages[:, None] * mask / mask.sum()
+    torch.testing.assert_close(new.grad, expected_grad, rtol=1e-5, atol=1e-7)
+    assert (new.grad[mask.bool()] != 0).all()  # no valid token is zeroed, however far its ratio went
+
+
+@BOTH_FILES
+def test_m2po_masks_the_largest_second_moments_until_the_rest_is_within_tau(module):
+    # mean of all four is 0.38; without 1.0 it is 0.173; without 0.5 as well, 0.01 <= 0.04: keep 0.01 and below
+    assert module.m2po_cutoff(torch.tensor([0.01, 1.0, 0.01, 0.5]), 0.04) == pytest.approx(0.01)
+    assert module.m2po_cutoff(torch.tensor([0.01, 0.02]), 0.04) == math.inf  # already within tau: none masked
+    assert module.m2po_cutoff(torch.tensor([0.5, 0.6]), 0.04) == -math.inf  # no subset within tau: all masked
+    log_ratios = torch.tensor([[1.0, 0.1, -0.1, 0.0], [-(0.5**0.5), 0.1, 0.0, 0.0]])  # (log r)^2: 1, .01, .01 | .5, .01
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0]])
+    behavior = torch.zeros(2, 4) - 1.0
+    new = (behavior + log_ratios).requires_grad_(True)
+    advantages = torch.tensor([1.0, -2.0])
+    loss, masked_frac = module.m2po_policy_loss(new, behavior, advantages, mask, tau=0.04)
+    kept = torch.tensor([[0.0, 1.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0]])  # the two largest, 1.0 and 0.5, are masked
+    ratio = log_ratios.exp()
+    assert loss.item() == pytest.approx(-(ratio * advantages[:, None] * kept).sum().item() / 5, rel=1e-6)
+    assert masked_frac.item() == pytest.approx(2 / 5)
+    loss.backward()  # unclipped importance weighting on the kept tokens, nothing on the masked ones
+    torch.testing.assert_close(new.grad, -ratio * advantages[:, None] * kept / 5)
+
+
 def test_r2vpo_token_gradient_is_the_soft_brake_formula():
     """d loss / d log pi_k = -(1/N) r_k (A_k - 2 lambda (r_k - mean r)) on valid tokens, 0 on padding."""
     new, behavior, advantages, mask = random_token_batch(seed=3)
@@ -211,14 +255,28 @@ def test_log_ratio_is_clamped():
     assert variance.item() == pytest.approx(((math.exp(20) - 1) / 2) ** 2, rel=1e-4)
 
 
-def test_dual_update():
-    assert llm.dual_update(1.0, 0.04, delta=0.02, lr=0.1, lambda_max=100.0) == pytest.approx(1.1)
-    assert llm.dual_update(1.0, 0.0, delta=0.02, lr=0.1, lambda_max=100.0) == pytest.approx(0.9)
-    assert llm.dual_update(0.05, 0.0, delta=0.02, lr=0.1, lambda_max=100.0) == 0.0
-    assert llm.dual_update(99.0, 1e6, delta=0.02, lr=0.1, lambda_max=100.0) == 100.0
-    assert llm.dual_update(1.0, torch.tensor(0.06), delta=0.02, lr=0.5, lambda_max=10.0) == pytest.approx(2.0)
+@BOTH_FILES
+def test_dual_update_rules(module):
+    def dual(lam, v, rule="additive", delta=0.02, lr=0.1, lambda_min=0.0, lambda_max=100.0):
+        return module.dual_update(lam, v, delta, rule, lr, lambda_min, lambda_max)
+
+    assert dual(1.0, 0.04) == pytest.approx(1.1)  # additive: V = 2 delta moves it by +lr
+    assert dual(1.0, 0.0) == pytest.approx(0.9)
+    assert dual(0.05, 0.0) == 0.0 and dual(0.05, 0.0, lambda_min=0.01) == 0.01  # projected onto the floor
+    assert dual(99.0, 1e6) == 100.0  # and the cap
+    assert dual(1.0, 0.22) == pytest.approx(2.0)  # unbounded: V = 11 delta moves it by 10 lr
+    assert dual(1.0, torch.tensor(0.06), lr=0.5, lambda_max=10.0) == pytest.approx(2.0)
+    assert dual(1.0, 0.22, "bounded") == pytest.approx(1.1)  # bounded: the violation clipped to 1
+    assert dual(1.0, 0.0, "bounded") == pytest.approx(0.9)
+    assert dual(1.0, 0.03, "bounded") == pytest.approx(1.05)  # inside [-1, 1] as additive
+    assert dual(1.0, 0.03, "multiplicative", lambda_min=0.01) == pytest.approx(1.5)  # V / delta = 1.5
+    assert dual(3.0, 10.0, "multiplicative", lambda_min=0.01) == pytest.approx(6.0)  # at most doubled
+    assert dual(3.0, 0.0, "multiplicative", lambda_min=0.01) == pytest.approx(1.5)  # at least halved
+    assert dual(0.015, 0.0, "multiplicative", lambda_min=0.01) == 0.01
     with pytest.raises(ValueError):
-        llm.dual_update(1.0, 0.1, delta=0.0, lr=0.1, lambda_max=1.0)
+        dual(1.0, 0.1, delta=0.0)
+    with pytest.raises(ValueError):
+        dual(1.0, 0.1, rule="proportional")
 
 
 # ---------------------------------------------------------------- the verifier
@@ -351,7 +409,7 @@ def test_training_gradient_flows_through_the_shared_prompt():
     (llm.completion_logprobs(model, batch, 1.0) * batch["completion_mask"]).sum().backward()
     two_pass = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
-    (llm.completion_logprobs(model, batch, 1.0, share_prompt=False) * batch["completion_mask"]).sum().backward()
+    (fsdp.completion_logprobs(model, batch, 1.0, share_prompt=False) * batch["completion_mask"]).sum().backward()
     one_pass = [p.grad.clone() for p in model.parameters()]  # the path taken under gradient checkpointing
     model.zero_grad()
     total = 0
@@ -363,6 +421,43 @@ def test_training_gradient_flows_through_the_shared_prompt():
     for a, b, p in zip(two_pass, one_pass, model.parameters()):
         torch.testing.assert_close(a, p.grad, rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(b, p.grad, rtol=1e-4, atol=1e-6)
+
+
+@BOTH_FILES
+def test_selected_logprobs_is_the_log_softmax_in_any_chunks(module):
+    generator = torch.Generator().manual_seed(0)
+    logits = 4 * torch.randn(5, 3, 11, generator=generator)
+    token_ids = torch.randint(0, 11, (5, 3), generator=generator)
+    expected = (logits / 0.7).log_softmax(-1).gather(-1, token_ids[..., None])[..., 0]
+    for rows in (1, 2, 8):
+        got = module.selected_logprobs(logits.bfloat16(), token_ids, 0.7, rows_per_chunk=rows)
+        assert got.dtype == torch.float32 and got.shape == (5, 3)
+        # bf16 inputs are read in float32: the same as the float32 computation on the rounded logits
+        reference = (logits.bfloat16().float() / 0.7).log_softmax(-1).gather(-1, token_ids[..., None])[..., 0]
+        torch.testing.assert_close(got, reference, rtol=0, atol=1e-5)
+    torch.testing.assert_close(module.selected_logprobs(logits, token_ids, 0.7), expected, rtol=0, atol=1e-5)
+
+
+@BOTH_FILES
+def test_output_layer_runs_in_float32_under_bfloat16_autocast(module):
+    """In bf16 the logits would be rounded (steps of 0.125 at 16-32) before the float32 log-softmax."""
+    model, tokenizer = module.tiny_random_model_and_tokenizer(seed=0)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model(input_ids=ids).logits.dtype == torch.bfloat16  # what autocast alone gives
+        module.head_in_float32(model)
+        logits = model(input_ids=ids).logits
+    assert logits.dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        hidden = model.model(input_ids=ids).last_hidden_state  # the bf16 body, as before
+    torch.testing.assert_close(logits, hidden.float() @ model.lm_head.weight.T, rtol=0, atol=1e-5)
+
+
+def test_completions_do_not_keep_the_batch_alive():
+    """A view of the generated batch would carry (and pickle, and keep in the replay buffer) its whole storage."""
+    model, tokenizer = llm.tiny_random_model_and_tokenizer(seed=0)
+    completions = llm.generate(model, tiny_prompts(tokenizer), 4, [tokenizer.eos_token_id], 0, 6, 64, 1.0)
+    assert all(c.untyped_storage().nbytes() == c.numel() * c.element_size() for c in completions)
 
 
 def test_tiny_random_model_and_tokenizer():
@@ -402,13 +497,24 @@ def test_arithmetic_split_is_fixed_and_disjoint():
         (["--delta", "nan"], "--delta must be finite"),
         (["--lambda-lr", "nan"], "--lambda-lr must be finite"),
         (["--temperature", "inf"], "--temperature must be finite"),
-        (["--micro-batch-size", "5"], "--micro-batch-size"),
-        (["--checkpoint-every", "-1"], "--checkpoint-every"),
+        (["--lambda-min", "-1"], "--lambda-min"),
+        (["--lambda-min", "2"], "--lambda-min <= --lambda-init"),
+        (["--dual-rule", "multiplicative"], "--dual-rule multiplicative needs --lambda-min > 0"),
     ],
 )
-def test_bad_arguments(flags, message):
+@BOTH_FILES
+def test_bad_arguments(module, flags, message):
     with pytest.raises(SystemExit, match=message):
-        llm.check_args(tyro.cli(llm.Args, args=flags))
+        module.check_args(tyro.cli(module.Args, args=flags))
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [(["--micro-batch-size", "5"], "--micro-batch-size"), (["--checkpoint-every", "-1"], "--checkpoint-every")],
+)
+def test_bad_plumbing_arguments(flags, message):
+    with pytest.raises(SystemExit, match=message):
+        fsdp.check_args(tyro.cli(fsdp.Args, args=flags))
 
 
 def test_empty_dataset(tmp_path):
@@ -652,6 +758,8 @@ def run_update(tmp_path, name, *flags, processes=1):
         ([], {"two processes": ([], 2)}),
         (["--loss", "clip", "--kl-coef", "0.1"], {"two processes, micro": (["--micro-batch-size", "4"], 2)}),
         (["--ratio-level", "sequence"], {"two processes, micro": (["--micro-batch-size", "4"], 2)}),
+        (["--loss", "m2po"], {"micro": (["--micro-batch-size", "4"], 1), "two processes": ([], 2)}),
+        (["--loss", "cispo", "--cispo-max-weight", "1.28"], {"two processes, micro": (["--micro-batch-size", "4"], 2)}),
     ],
 )
 def test_update_is_the_same_in_micro_batches_with_checkpointing_and_on_two_processes(tmp_path, loss_flags, variants):
@@ -670,6 +778,28 @@ def test_update_is_the_same_in_micro_batches_with_checkpointing_and_on_two_proce
             assert other_stats[key] == pytest.approx(stats[key], rel=1e-4, abs=1e-6), (name, key)
 
 
+@pytest.mark.parametrize(
+    "loss_flags",
+    [
+        [],
+        ["--loss", "clip", "--kl-coef", "0.1"],
+        ["--ratio-level", "sequence", "--variance-center", "one"],
+        ["--dual-rule", "multiplicative", "--lambda-min", "0.01"],
+        ["--loss", "cispo", "--cispo-max-weight", "1.28"],
+        ["--loss", "m2po"],
+    ],
+)
+def test_both_files_make_the_same_update(tmp_path, loss_flags):
+    """r2vpo_llm.py's update_policy and r2vpo_llm_fsdp.py's (one process, no micro-batches) are the same
+    computation: the same fixed batch gives bit-identical parameters, lambda and statistics."""
+    parameters, lagrange_multiplier, stats, _ = run_update(tmp_path, "fsdp", *loss_flags)
+    other, other_lambda, other_stats, _ = run_update(tmp_path, "one", *loss_flags, "--one-process-file")
+    assert all(torch.equal(other[key], value) for key, value in parameters.items())
+    assert other_lambda == lagrange_multiplier and other_stats == stats
+    if "--loss" not in loss_flags:
+        assert lagrange_multiplier != 1.0  # the dual acted
+
+
 def test_torchrun_end_to_end_writes_one_run_folder(tmp_path):
     """Two processes with every memory and precision flag at once; one process logs."""
     flags = [
@@ -683,7 +813,7 @@ def test_torchrun_end_to_end_writes_one_run_folder(tmp_path):
         "0.05",
     ]
     flags += ["--num-eval-prompts", "3", "--generation-batch-size", "1"]  # the processes evaluate 2 and 1 problems
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", SCRIPT, *TINY, *flags]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", FSDP_SCRIPT, *TINY, *flags]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert result.stdout.count("iteration 2/2") == 1  # one process prints
@@ -698,18 +828,27 @@ def test_resume_continues_exactly(tmp_path):
     flags += ["8", "--update-epochs", "2", "--minibatch-size", "8", "--save-model"]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     straight.mkdir(), resumed.mkdir()
-    run_script(straight, *flags, "--num-iterations", "4")
-    run_script(resumed, *flags, "--num-iterations", "2", "--checkpoint-every", "1")
+    run_script(straight, *flags, "--num-iterations", "4", script=FSDP_SCRIPT)
+    run_script(resumed, *flags, "--num-iterations", "2", "--checkpoint-every", "1", script=FSDP_SCRIPT)
     (checkpoint,) = glob.glob(str(resumed / "runs" / "*" / "checkpoint"))
     refused = run_script(
-        resumed, *flags, "--num-iterations", "4", "--resume", checkpoint, "--delta", "0.5", check=False
+        resumed,
+        *flags,
+        "--num-iterations",
+        "4",
+        "--resume",
+        checkpoint,
+        "--delta",
+        "0.5",
+        check=False,
+        script=FSDP_SCRIPT,
     )
     assert refused.returncode != 0 and "--delta differ" in refused.stderr.strip().splitlines()[-1]
     with pytest.MonkeyPatch.context() as patch:  # a resume on another number of processes is refused
         patch.setenv("WORLD_SIZE", "2")
         with pytest.raises(SystemExit, match="made by 1 processes, not 2"):
-            llm.check_resume(tyro.cli(llm.Args, args=[*flags, "--num-iterations", "4", "--resume", checkpoint]))
-    run_script(resumed, *flags, "--num-iterations", "4", "--resume", checkpoint)
+            fsdp.check_resume(tyro.cli(fsdp.Args, args=[*flags, "--num-iterations", "4", "--resume", checkpoint]))
+    run_script(resumed, *flags, "--num-iterations", "4", "--resume", checkpoint, script=FSDP_SCRIPT)
     from safetensors.torch import load_file
 
     (a,), (b,) = (glob.glob(str(d / "runs" / "*" / "model" / "model.safetensors")) for d in (straight, resumed))
