@@ -197,6 +197,38 @@ SCREEN_SETTINGS = (
     r2vpo_variant("r2vpo-one-multiplicative", "one", "multiplicative", lambda_min="0.01"),
 )
 
+# The LLM half of the revision's screen: seeds 101-102 (reported by no table), the llm-arith setting at 12
+# iterations. Every method flag pinned. Two deltas: V centred on 1 is larger than the mean-centred V, and the
+# constraint bound at V of about 0.005-0.05 in llm-screen's probe. CISPO's cap is chosen here too (TRL's 5
+# after ScaleRL, Trinity-RFT's 1 + 0.28).
+LLM_R2VPO_V1_FLAGS = (
+    "--loss", "r2vpo", "--variance-center", "mean", "--dual-rule", "additive", "--ratio-level", "token",
+    "--lambda-init", "1.0", "--lambda-lr", "1.0", "--lambda-min", "0.0", "--lambda-max", "100.0",
+)  # fmt: skip
+LLM_SCREEN_DELTAS = ("0.02", "0.1")
+
+
+def llm_r2vpo_variant(center: str, dual_rule: str, delta: str) -> Setting:
+    """R2VPO on the LLM at v1's lambda_init, lambda_lr and cap, with a centre, dual rule and delta."""
+    flags = dict(zip(LLM_R2VPO_V1_FLAGS[::2], LLM_R2VPO_V1_FLAGS[1::2], strict=True))
+    lambda_min = "0.01" if dual_rule == "multiplicative" else "0.0"
+    flags.update({"--variance-center": center, "--dual-rule": dual_rule, "--lambda-min": lambda_min, "--delta": delta})
+    label = f"r2vpo-{'v1' if center == 'mean' else 'one-' + dual_rule}-delta{delta}"
+    return Setting(label, "r2vpo", LLM_SCRIPT, tuple(x for item in flags.items() for x in item))
+
+
+LLM_TRUST_SCREEN_SETTINGS = (
+    Setting("clip", "clip", LLM_SCRIPT, ("--loss", "clip")),
+    *(llm_r2vpo_variant("mean", "additive", delta) for delta in LLM_SCREEN_DELTAS),
+    *(
+        llm_r2vpo_variant("one", rule, delta)
+        for rule in ("additive", "bounded", "multiplicative")
+        for delta in LLM_SCREEN_DELTAS
+    ),
+    Setting("cispo-w1.28", "cispo", LLM_SCRIPT, ("--loss", "cispo", "--cispo-max-weight", "1.28")),
+    Setting("cispo-w5", "cispo", LLM_SCRIPT, ("--loss", "cispo", "--cispo-max-weight", "5.0")),
+)
+
 SUITES = {
     suite.name: suite
     for suite in (
@@ -307,6 +339,22 @@ SUITES = {
             total_timesteps=None,
             common_flags=(*LLM_ARITH_FLAGS, "--num-iterations", "12", "--eval-every", "6", "--num-threads", "1"),
             threads_per_run=1,
+        ),
+        Suite(
+            name="llm-trust-screen",
+            description="The LLM half of the revision's screen, seeds 101-102 (not reported) in the llm-arith setting "
+            "at 12 iterations: clip, r2vpo v1 and the variance centred on 1 with the additive, bounded and "
+            "multiplicative dual rules, each at delta 0.02 and 0.1, and CISPO with its cap at 1.28 and 5 (22 runs; "
+            "clip at seed 101 is llm-screen's run).",
+            kind="llm",
+            tasks=(Task("arith"),),
+            settings=LLM_TRUST_SCREEN_SETTINGS,
+            seeds=(101, 102),
+            total_timesteps=None,
+            common_flags=(*LLM_ARITH_FLAGS, "--num-iterations", "12", "--eval-every", "6", "--num-threads", "1"),
+            threads_per_run=1,
+            reuse_from=("llm-screen",),
+            seed_major=True,
         ),
         Suite(
             name="llm-arith",

@@ -340,6 +340,7 @@ def test_defined_suites_are_well_formed():
         "llm-screen": 7,
         "control-ablation": 108,
         "control-screen": 40,
+        "llm-trust-screen": 22,
     }
     expanded = {name: run.expand_suite(suite) for name, suite in SUITES.items() if name in counts}
     assert {name: len(runs) for name, runs in expanded.items()} == counts
