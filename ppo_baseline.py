@@ -106,55 +106,9 @@ class Args:
     batch_size: int = 0
     """the batch size of one rollout (computed in runtime)"""
     minibatch_size: int = 0
-    """the mini-batch size (computed in runtime)"""
+    """the mini-batch size of one rollout (computed in runtime; replay makes it up to K times larger: charts/minibatch_size)"""
     num_iterations: int = 0
     """the number of iterations (computed in runtime)"""
-
-
-def check_args(args: Args) -> None:
-    """Refuse, in one line and before any environment or run folder exists, a setting that cannot train."""
-    for name, value in vars(args).items():
-        if isinstance(value, float) and not math.isfinite(value):
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be finite (got {value})")
-    ranges = {  # flag: (holds, what it must be); a NaN fails every comparison
-        "seed": (0 <= args.seed < 2**32, "in [0, 2**32)"),
-        "torch_threads": (args.torch_threads >= 1, ">= 1"),
-        "eval_episodes": (args.eval_episodes >= 0, ">= 0 (0: save without evaluating)"),
-        "learning_rate": (args.learning_rate > 0, "> 0"),
-        "num_envs": (args.num_envs >= 1, ">= 1"),
-        "num_steps": (args.num_steps >= 1, ">= 1"),
-        "gamma": (0 < args.gamma <= 1, "in (0, 1]"),
-        "gae_lambda": (0 <= args.gae_lambda <= 1, "in [0, 1]"),
-        "num_minibatches": (args.num_minibatches >= 1, ">= 1"),
-        "update_epochs": (args.update_epochs >= 1, ">= 1"),
-        "clip_coef": (args.clip_coef > 0, "> 0"),
-        "vf_clip_coef": (args.vf_clip_coef is None or args.vf_clip_coef > 0, "> 0 (or None: --clip-coef)"),
-        "ent_coef": (args.ent_coef >= 0, ">= 0"),
-        "vf_coef": (args.vf_coef >= 0, ">= 0"),
-        "max_grad_norm": (args.max_grad_norm > 0, "> 0"),
-        "target_kl": (args.target_kl is None or args.target_kl > 0, "> 0 (or None: off)"),
-        "replay_depth": (args.replay_depth >= 1, ">= 1 (1 = on-policy)"),
-    }
-    for name, (holds, requirement) in ranges.items():
-        if not holds:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be {requirement} (got {getattr(args, name)})")
-    batch_size = args.num_envs * args.num_steps
-    if batch_size % args.num_minibatches != 0:
-        raise SystemExit(
-            f"error: --num-minibatches {args.num_minibatches} does not divide the batch size "
-            f"{batch_size} (= num_envs * num_steps)"
-        )
-    if args.norm_adv and batch_size // args.num_minibatches < 2:  # the std of one advantage is NaN
-        raise SystemExit(
-            f"error: --num-minibatches {args.num_minibatches} leaves 1 sample per minibatch; normalising "
-            "advantages needs >= 2 (use fewer minibatches, or --no-norm-adv)"
-        )
-    if args.total_timesteps < batch_size:
-        raise SystemExit(f"error: --total-timesteps {args.total_timesteps} is smaller than one rollout ({batch_size})")
-    if args.cuda and not torch.cuda.is_available():
-        raise SystemExit("error: --cuda, but torch finds no CUDA device (torch.cuda.is_available() is False)")
-    if args.track and importlib.util.find_spec("wandb") is None:
-        raise SystemExit("error: --track needs wandb (pip install wandb)")
 
 
 def make_env(env_id, idx, capture_video, run_name, gamma):
@@ -319,6 +273,52 @@ def evaluate(model_path, env_id, eval_episodes, run_name, device, capture_video=
             episodic_returns.append(float(infos["final_info"]["episode"]["r"][0]))
     envs.close()
     return episodic_returns
+
+
+def check_args(args: Args) -> None:
+    """Refuse, in one line and before any environment or run folder exists, a setting that cannot train."""
+    for name, value in vars(args).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SystemExit(f"error: --{name.replace('_', '-')} must be finite (got {value})")
+    ranges = {  # flag: (holds, what it must be); a NaN fails every comparison
+        "seed": (0 <= args.seed < 2**32, "in [0, 2**32)"),
+        "torch_threads": (args.torch_threads >= 1, ">= 1"),
+        "eval_episodes": (args.eval_episodes >= 0, ">= 0 (0: save without evaluating)"),
+        "learning_rate": (args.learning_rate > 0, "> 0"),
+        "num_envs": (args.num_envs >= 1, ">= 1"),
+        "num_steps": (args.num_steps >= 1, ">= 1"),
+        "gamma": (0 < args.gamma <= 1, "in (0, 1]"),
+        "gae_lambda": (0 <= args.gae_lambda <= 1, "in [0, 1]"),
+        "num_minibatches": (args.num_minibatches >= 1, ">= 1"),
+        "update_epochs": (args.update_epochs >= 1, ">= 1"),
+        "clip_coef": (args.clip_coef > 0, "> 0"),
+        "vf_clip_coef": (args.vf_clip_coef is None or args.vf_clip_coef > 0, "> 0 (or None: --clip-coef)"),
+        "ent_coef": (args.ent_coef >= 0, ">= 0"),
+        "vf_coef": (args.vf_coef >= 0, ">= 0"),
+        "max_grad_norm": (args.max_grad_norm > 0, "> 0"),
+        "target_kl": (args.target_kl is None or args.target_kl > 0, "> 0 (or None: off)"),
+        "replay_depth": (args.replay_depth >= 1, ">= 1 (1 = on-policy)"),
+    }
+    for name, (holds, requirement) in ranges.items():
+        if not holds:
+            raise SystemExit(f"error: --{name.replace('_', '-')} must be {requirement} (got {getattr(args, name)})")
+    batch_size = args.num_envs * args.num_steps
+    if batch_size % args.num_minibatches != 0:
+        raise SystemExit(
+            f"error: --num-minibatches {args.num_minibatches} does not divide the batch size "
+            f"{batch_size} (= num_envs * num_steps)"
+        )
+    if args.norm_adv and batch_size // args.num_minibatches < 2:  # the std of one advantage is NaN
+        raise SystemExit(
+            f"error: --num-minibatches {args.num_minibatches} leaves 1 sample per minibatch; normalising "
+            "advantages needs >= 2 (use fewer minibatches, or --no-norm-adv)"
+        )
+    if args.total_timesteps < batch_size:
+        raise SystemExit(f"error: --total-timesteps {args.total_timesteps} is smaller than one rollout ({batch_size})")
+    if args.cuda and not torch.cuda.is_available():
+        raise SystemExit("error: --cuda, but torch finds no CUDA device (torch.cuda.is_available() is False)")
+    if args.track and importlib.util.find_spec("wandb") is None:
+        raise SystemExit("error: --track needs wandb (pip install wandb)")
 
 
 def main():
@@ -526,6 +526,10 @@ def main():
         writer.add_scalar("losses/clipfrac", np.mean(clipfracs), global_step)
         writer.add_scalar("losses/ratio_variance", np.mean(epoch_ratio_variances), global_step)
         writer.add_scalar("losses/ess", ess.item(), global_step)
+        # the same two statistics in both scripts (ratio_variance above is the loss's V in R2VPO)
+        writer.add_scalar("losses/ratio_population_variance", ratios.var(1, unbiased=False).mean().item(), global_step)
+        writer.add_scalar("losses/ratio_second_moment", ((ratios - 1) ** 2).mean().item(), global_step)
+        writer.add_scalar("charts/minibatch_size", minibatch_size, global_step)
         writer.add_scalar("losses/explained_variance", explained_var, global_step)
         writer.add_scalar("charts/rollout_time", rollout_time, global_step)
         writer.add_scalar("charts/update_time", update_time, global_step)

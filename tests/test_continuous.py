@@ -280,6 +280,9 @@ COMMON_TAGS = {
     "losses/ratio_variance",
     "losses/ess",
     "losses/explained_variance",
+    "losses/ratio_population_variance",
+    "losses/ratio_second_moment",
+    "charts/minibatch_size",
 }
 METHOD_TAGS = {
     "ppo_baseline.py": {"losses/clipfrac"},
@@ -308,11 +311,14 @@ def test_end_to_end_logs_tags_saves_and_evaluates(script, tmp_path):
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_end_to_end_replay_and_vector_envs(script, tmp_path):
-    result = run_script(script, *TINY, "--num-envs", "2", "--replay-depth", "2", cwd=tmp_path)
+    result = run_script(
+        script, *TINY, "--num-envs", "2", "--replay-depth", "2", "--total-timesteps", "256", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     scalars = read_scalars(tmp_path)
-    assert len(scalars["losses/policy_loss"]) == 1  # 2 envs x 64 steps = one 128-step iteration
+    assert len(scalars["losses/policy_loss"]) == 2  # 2 envs x 64 steps = 128-step iterations
     assert scalars["charts/episodic_return"]
+    assert scalars["charts/minibatch_size"] == [32, 64]  # 128 / 4, then two kept rollouts: 256 / 4
 
 
 @pytest.mark.parametrize("rule", ["bounded", "multiplicative"])
