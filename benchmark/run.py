@@ -21,7 +21,11 @@ budget, every flag) equals the command the suite makes now. After a suite is edi
 results are *stale*: listed as such, run again, and their files replaced. A result file that is
 unreadable or not shaped like a result is ignored with a one-line warning (the run is pending).
 "failed" and "timeout" runs are run again (their old work directory is wiped first). A suite
-with `reuse_from` copies another suite's done result of the same run id and command.
+with `reuse_from` copies another suite's done result of the same run id and command; a setting
+with `same_runs_as` copies the done result of another suite's setting, same task and seed, made
+by other flags declared to be the same method (the copy keeps the command that made it and
+records the one it counts as). A `frozen` suite (made under defaults that have since changed)
+is never run again: the runner refuses it in one line; its results stay readable.
 
 Runs are started and watched from the runner's main thread. Each child asks the kernel (Linux,
 prctl PR_SET_PDEATHSIG) to kill it when the runner dies, so even a SIGKILLed runner leaves no
@@ -115,6 +119,8 @@ class Run:
     script_args: tuple[str, ...]
     """everything after the script on the command line"""
     threads: int
+    same_runs_as: tuple[str, str] | None = None
+    """(suite, setting label) whose done runs of this task and seed count as this run (Setting.same_runs_as)"""
 
     @property
     def command(self) -> str:
@@ -150,6 +156,7 @@ def expand_suite(suite: Suite) -> list[Run]:
             script=setting.script,
             script_args=(*task.flags, "--seed", str(seed), *budget, *suite.common_flags, *setting.flags),
             threads=suite.threads_per_run,
+            same_runs_as=setting.same_runs_as,
         )
         for task in suite.tasks
         for setting in suite.settings
@@ -227,8 +234,11 @@ def write_result(path: Path, result: dict) -> None:
 
 
 def is_done(result: dict | None, run: Run) -> bool:
-    """An "ok" result made by the command the suite makes now (an edited budget or flag makes it stale)."""
-    return result is not None and result["status"] == "ok" and result["command"] == run.command
+    """An "ok" result made by the command the suite makes now (an edited budget or flag makes it stale), or
+    copied for it from an equivalent run (Setting.same_runs_as), which records the command it counts as."""
+    if result is None or result["status"] != "ok":
+        return False
+    return result["command"] == run.command or result.get("counts_as") == run.command
 
 
 def is_finished(run: Run, results_root: Path, warn: bool = True) -> bool:
@@ -241,6 +251,18 @@ def reusable_result(run: Run, results_root: Path, reuse_from: tuple[str, ...]) -
         result = load_result(result_path(results_root, other_suite, run.run_id))
         if is_done(result, run):
             return {**result, "suite": run.suite, "reused_from": other_suite}
+    if run.same_runs_as is not None:  # the same method made by other flags in another suite
+        other_suite, other_setting = run.same_runs_as
+        others = [
+            r
+            for r in expand_suite(get_suite(other_suite))
+            if (r.task, r.setting, r.seed) == (run.task, other_setting, run.seed)
+        ]
+        other = others[0] if others else None  # the other suite may not have this task or seed
+        result = None if other is None else load_result(result_path(results_root, other_suite, other.run_id))
+        if other is not None and is_done(result, other):
+            identity = {"run_id": run.run_id, "suite": run.suite, "setting": run.setting, "flags": list(run.flags)}
+            return {**result, **identity, "reused_from": f"{other_suite}/{other.run_id}", "counts_as": run.command}
     return None
 
 
@@ -543,6 +565,8 @@ def main(args: Args) -> int:
     runs = select_runs(expand_suite(suite), args.tasks, args.filter, args.only)
     results_root, work_root = resolve(args.results_dir), resolve(args.work_dir)
     plan = [(run, *plan_run(run, results_root, suite.reuse_from, args.force)) for run in runs]
+    if suite.frozen and not args.dry_run and any(state != "done" for _, state, _ in plan):
+        raise SystemExit(f"error: suite {suite.name} is frozen, its runs are not made again: {suite.frozen}")
 
     if args.print_commands:  # every run not done: stale, pending, and reusable ones (the line reuses them)
         for run, state, _ in plan:

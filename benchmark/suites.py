@@ -33,6 +33,9 @@ class Setting:
     """training script, relative to the repository root (or an absolute path)"""
     flags: tuple[str, ...] = ()
     """extra command-line flags of this setting"""
+    same_runs_as: tuple[str, str] | None = None
+    """(suite, setting label) whose done runs of the same task and seed are this setting's runs: the same
+    method, made by other flags (say in a comment why they are the same, e.g. a same-learning check)"""
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,9 @@ class Suite:
     """suites whose finished runs with the same id and the same command count for this one"""
     seed_major: bool = False
     """run every task and setting at one seed before the next seed, so a partial suite stays balanced"""
+    frozen: str | None = None
+    """why this suite's runs must not be made again by today's scripts (say, made under defaults that have since
+    changed): the runner refuses to run it; its results and table stay readable"""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -72,17 +72,18 @@ def fake(tmp_path, monkeypatch):
     log.write_text("")
     monkeypatch.setenv("FAKE_TRAINING_LOG", str(log))
 
-    def make_suite(name, settings, seeds=(1, 2), reuse_from=(), total_timesteps=1000):
+    def make_suite(name, settings, seeds=(1, 2), reuse_from=(), total_timesteps=1000, frozen=None, same_runs_as=None):
         suite = Suite(
             name=name,
             description="fake",
             kind="control",
             tasks=(Task("FakeTask", ("--env-id", "FakeTask")),),
-            settings=tuple(Setting(label, "fake", str(script), flags) for label, flags in settings),
+            settings=tuple(Setting(label, "fake", str(script), flags, same_runs_as) for label, flags in settings),
             seeds=seeds,
             total_timesteps=total_timesteps,
             common_flags=("--save-model", "--eval-episodes", "3"),
             reuse_from=reuse_from,
+            frozen=frozen,
         )
         monkeypatch.setitem(SUITES, name, suite)
         return suite
@@ -180,6 +181,46 @@ def test_suite_reuses_finished_runs_of_its_pilot(fake, capsys):
     assert [seed for _, seed, *_ in executions()] == ["1", "2"]  # seed 1 ran once, for the pilot
     reused = result("fake-full", "FakeTask__good__s1")
     assert reused["suite"] == "fake-full" and reused["reused_from"] == "fake-pilot"
+
+
+def test_a_setting_counts_the_runs_of_an_equivalent_setting_elsewhere(fake, capsys):
+    """The first version's runs, made by its defaults, count for a setting that spells those defaults out."""
+    make_suite, main, executions, result = fake
+    make_suite("fake-old", [("method", ())], seeds=(1,))
+    assert main("fake-old") == 0
+    make_suite("fake-new", [("method-v1", ("--mode", "ok"))], seeds=(1, 2), same_runs_as=("fake-old", "method"))
+    capsys.readouterr()
+    main("fake-new", dry_run=True)
+    out = capsys.readouterr().out
+    assert "reuse    FakeTask__method-v1__s1" in out and "pending  FakeTask__method-v1__s2" in out
+    assert main("fake-new") == 0
+    assert [seed for _, seed, *_ in executions()] == ["1", "2"]  # seed 1 ran once, for the old suite
+    copied, made = result("fake-new", "FakeTask__method-v1__s1"), result("fake-old", "FakeTask__method__s1")
+    assert copied["command"] == made["command"] and "--mode" not in copied["command"]  # what really made it
+    assert copied["counts_as"].endswith("--mode ok") and copied["reused_from"] == "fake-old/FakeTask__method__s1"
+    assert (copied["run_id"], copied["setting"], copied["curve"]) == (
+        "FakeTask__method-v1__s1",
+        "method-v1",
+        made["curve"],
+    )
+    main("fake-new", dry_run=True)
+    assert "2 runs: 2 done" in capsys.readouterr().out
+
+
+def test_a_frozen_suite_is_not_run_again(fake, capsys):
+    make_suite, main, executions, result = fake
+    make_suite("fake", [("good", ())], seeds=(1,))
+    assert main("fake") == 0
+    make_suite("fake", [("good", ())], seeds=(1, 2), frozen="made under the first version's defaults")
+    with pytest.raises(SystemExit, match="^error: suite fake is frozen, its runs are not made again: made under"):
+        main("fake")
+    with pytest.raises(SystemExit, match="frozen"):
+        main("fake", print_commands=True)
+    capsys.readouterr()
+    assert main("fake", dry_run=True) == 0 and "pending  FakeTask__good__s2" in capsys.readouterr().out
+    assert len(executions()) == 1
+    make_suite("fake", [("good", ())], seeds=(1,), frozen="made under the first version's defaults")
+    assert main("fake") == 0  # nothing to run: a frozen, complete suite is fine
 
 
 def test_result_of_another_command_is_stale_listed_printed_and_rerun(fake, capsys):
