@@ -9,7 +9,7 @@ tensorboard event file is read and one small JSON file is written atomically:
 
     benchmark/results/<suite>/<run_id>.json
       run_id, suite, kind, task, method, setting, seed, flags, total_timesteps,
-      command (portable, from the repo root), argv (exact), git_commit, git_dirty,
+      command (portable, from the repo root), argv (exact), git_commit, git_dirty (at the run's start),
       status ("ok" | "failed" | "timeout"), returncode, wall_time_s, started_at, host,
       curve:        [[global_step, episodic_return], ...]  (charts/episodic_return)
       eval_returns: [...] (eval/episodic_return), eval_mean (null without evaluation)
@@ -381,6 +381,8 @@ class ActiveRun:
     threads: int
     started_at: str
     start: float
+    git: tuple[str, bool]
+    """(commit, dirty) of the repository when the run started: the scripts it ran"""
 
 
 def kill_process_group(process: subprocess.Popen) -> None:
@@ -397,7 +399,7 @@ def start_run(run: Run, lock: int, work_root: Path, python: str, child_setup) ->
     shutil.rmtree(work_dir, ignore_errors=True)  # a retried run must not read a stale event file
     work_dir.mkdir(parents=True)
     threads = run.threads or max(1, os.cpu_count() or 1)
-    started_at, start = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.time()
+    started_at, start, git = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.time(), git_state()
     with open(work_dir / "stdout.log", "w") as stdout, open(work_dir / "stderr.log", "w") as stderr:
         process = subprocess.Popen(
             run.argv(python),
@@ -409,7 +411,7 @@ def start_run(run: Run, lock: int, work_root: Path, python: str, child_setup) ->
             start_new_session=True,
             preexec_fn=child_setup,
         )
-    return ActiveRun(run, process, lock, work_dir, threads, started_at, start)
+    return ActiveRun(run, process, lock, work_dir, threads, started_at, start, git)
 
 
 def record_run(
@@ -489,7 +491,6 @@ def run_all(
     planned (unless rerun_done). runner_command: the command recorded in each result (default:
     this runner's, for the suite).
     """
-    git = git_state()
     child_setup = die_with_runner_hook()
     queue, active, results = list(runs), [], []
     previous_sigterm = None
@@ -518,7 +519,7 @@ def run_all(
                 else:
                     continue
                 active.remove(started)
-                result = record_run(started, status, results_root, time_limit, python, git, runner_command)
+                result = record_run(started, status, results_root, time_limit, python, started.git, runner_command)
                 os.close(started.lock)
                 results.append(result)
                 final = f" eval_mean={result['eval_mean']:.1f}" if result["eval_mean"] is not None else ""
