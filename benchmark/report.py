@@ -5,8 +5,9 @@ not needed) and writes, next to them:
 
     table.md         (printed too) per task x setting: final return, eval return, AUC, each as the
                      mean over seeds with a 95% bootstrap CI; each setting against the baseline per
-                     task; the aggregates across tasks; whether the curves still rose at the end; the
-                     optimisation diagnostics; and which files were left out, and why
+                     task; for the full suites, the comparisons that decide the paper's claims; the
+                     aggregates across tasks; whether the curves still rose at the end; the optimisation
+                     diagnostics; and which files were left out, and why
     curves.png       every task's learning curve in one grid: mean over seeds and 95% bootstrap band
     aggregates.png   control suites with >= 2 settings and >= 2 tasks: IQM and mean of the
                      normalised scores, P(setting > baseline), performance profiles
@@ -76,6 +77,24 @@ Diagnostics, per task x setting: the median over iterations of each logged optim
 then the mean over seeds; for ratio_variance and lambda also each run's largest value (the spikes
 a median hides), averaged over seeds.
 
+Claims (only the suites that the module-level mappings below name, so far llm-full and control-full):
+the comparisons that benchmark/README.md, "Deciding the claims", fixed before those suites ran.
+- LLM (CLAIM_COMPARISONS: label, setting a, setting b, "final" or "at N" completions of eval/accuracy):
+  the runs of a and b are paired by seed (seeds without a run on both sides are dropped), and the
+  difference per seed is read by its mean with a 95% paired t interval (scipy.stats.t, n - 1 degrees
+  of freedom): ahead / behind when it excludes 0, else level; beside it the relative difference (mean
+  difference over b's mean on the same seeds) and the smallest difference the design detects with 80%
+  power, (t(0.975, n-1) + t(0.8, n-1)) sd / sqrt(n) from the observed sd of the paired differences.
+  NON_INFERIORITY adds a "claim:" line where the claim is "no worse by more than a margin": shown when
+  the interval's lower end is above the margin and a named other comparison is not behind.
+- Control across tasks (IMPROVEMENT_CLAIMS, TASK_SUBSETS): P(setting > reference) on AUC with the
+  aggregates' stratified bootstrap CI, on the raw AUCs (P compares runs within a task, so it needs no
+  normalisation, and a task where the reference's mean is <= 0 is not left out): over every task, ahead
+  when the interval lies above 0.5, behind below, else level; over two task subsets, "shown" when the
+  first subset's interval lies above 0.5 and its P is above the second's.
+- Sanity row (SANITY_SUITES): the suite's PPO final return on Hopper, Walker2d, HalfCheetah and Humanoid
+  (-v5), mean ± sd over seeds, beside CleanRL's published PPO at 1M steps on their v4 versions.
+
 Usage:
     python -m benchmark.report --suite control-pilot
     python -m benchmark.report --suite control-sweep --baseline ppo --bootstrap-reps 2000
@@ -92,7 +111,7 @@ import scipy.stats
 import tyro
 
 from benchmark.run import expand_suite, get_suite, is_done, load_result, result_path
-from benchmark.suites import Suite
+from benchmark.suites import DENSE_TASKS, VARIANT_TASKS, Suite
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RESULTS_DIR = "benchmark/results"
@@ -711,6 +730,274 @@ def comparison_section(suite: Suite, groups, baseline: str) -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- claims (benchmark/README.md's rules)
+# "Deciding the claims: the comparisons, written before the runs" in benchmark/README.md fixes, before the full
+# suites run, which comparisons decide each claim. The suite definitions (benchmark/suites.py) say which runs
+# exist; these mappings say how a suite is read, so a table prints exactly the pre-registered comparisons.
+CLAIM_TAG = "eval/accuracy"
+LLM_FULL_RULE_2 = "2. with stale data"
+LLM_FULL_RULE_3 = "3. about 50% fewer rollouts"
+CLAIM_COMPARISONS: dict[str, list[tuple[str, str, str, str]]] = {
+    # (label, setting_a, setting_b, column_kind): the difference setting_a - setting_b of CLAIM_TAG, read at
+    # "final" (each run's last evaluation) or "at N" (each run's curve at N completions, piecewise linear).
+    "llm-full": [
+        ("1. up to 17% relative over clipping", "r2vpo", "clip", "final"),
+        ("1. the same at 960 completions", "r2vpo", "clip", "at 960"),
+        (LLM_FULL_RULE_2, "r2vpo-replay", "clip-replay", "final"),
+        (LLM_FULL_RULE_3, "r2vpo-replay", "r2vpo", "final"),
+        ("3, beside it: replay alone", "clip-replay", "clip", "final"),
+        ("4. against CISPO (on-policy)", "r2vpo", "cispo", "final"),
+        ("4. against M2PO (stale data)", "r2vpo-replay", "m2po-replay", "final"),
+    ],
+}
+NON_INFERIORITY: dict[str, dict[str, tuple[float, str]]] = {
+    # {suite: {label: (margin, label of a comparison that must not be "behind")}}: shown when the interval's
+    # lower end is above the margin (accuracy units: -0.03 = 3 points) and that other comparison is not behind.
+    "llm-full": {LLM_FULL_RULE_3: (-0.03, LLM_FULL_RULE_2)},
+}
+IMPROVEMENT_CLAIMS: dict[str, tuple[str, str]] = {
+    # {suite: (setting, reference)}: the claim "setting beats reference across the suite's tasks", read from
+    # P(setting > reference) on AUC with its stratified bootstrap CI.
+    "control-full": ("r2vpo", "ppo"),
+}
+TASK_SUBSETS: dict[str, dict[str, tuple[str, ...]]] = {
+    # {suite: {subset: tasks}}: "most of all on the first subset": its P above 0.5 and above the second's.
+    "control-full": {"variants": VARIANT_TASKS, "dense": DENSE_TASKS},
+}
+SUBSET_CLAIM_TITLES = {"control-full": "most on sparse and dynamic tasks"}  # {suite: the claim's words}
+# CleanRL's ppo_continuous_action benchmark, MuJoCo v4, 1M steps (docs/rl-algorithms/ppo.md, tag pr-424): mean, std.
+CLEANRL_PPO_MUJOCO_V4 = {
+    "HalfCheetah-v4": (1442.64, 46.03),
+    "Walker2d-v4": (2287.95, 571.78),
+    "Hopper-v4": (2382.86, 271.74),
+    "Humanoid-v4": (716.11, 49.08),
+}
+SANITY_SUITES: dict[str, str] = {"control-full": "ppo"}  # {suite: its setting that should match CleanRL's PPO}
+DETECTION_POWER = 0.8
+
+
+def claim_value(result: dict, column_kind: str, tag: str = CLAIM_TAG) -> float | None:
+    """One run's number for a comparison: its last evaluation ("final") or its curve at N completions ("at N",
+    piecewise linear as in the per-task table). None when the run logged no `tag`, or stopped before N: np.interp
+    would carry its last value on, and a run that never got to N would pass for one that did."""
+    curve = result["scalars"].get(tag)
+    if not curve:
+        return None
+    if column_kind == "final":
+        return float(curve[-1][1])
+    kind, _, completions = column_kind.partition(" ")
+    if kind != "at" or not completions.replace(",", "").isdigit():
+        raise ValueError(f"column kind {column_kind!r}: expected 'final' or 'at N'")
+    completions = int(completions.replace(",", ""))
+    return eval_curve_at(curve, completions) if curve[-1][0] >= completions else None
+
+
+def paired_values(settings: dict[str, list[dict]], setting_a: str, setting_b: str, column_kind: str):
+    """{seed: (a, b)} over the seeds that both settings have a value for: a pair shares the problems and the
+    initial model, which is what makes the difference per seed the thing to average."""
+    values = {
+        name: {r["seed"]: claim_value(r, column_kind) for r in settings.get(name, [])}
+        for name in (setting_a, setting_b)
+    }
+    seeds = sorted(set(values[setting_a]) & set(values[setting_b]))
+    return {
+        seed: (values[setting_a][seed], values[setting_b][seed])
+        for seed in seeds
+        if values[setting_a][seed] is not None and values[setting_b][seed] is not None
+    }
+
+
+@dataclass
+class PairedDifference:
+    """mean(a - b) over paired seeds, with its 95% paired t interval and what the design could detect."""
+
+    n: int
+    mean: float
+    low: float
+    high: float
+    relative: float | None
+    """mean difference / mean of b over the same seeds (None when that mean is 0)"""
+    detectable: float
+    """(t(0.975, n-1) + t(0.8, n-1)) sd / sqrt(n): the true difference found with 80% power at this sd"""
+
+    @property
+    def verdict(self) -> str:
+        return verdict(self.low, self.high)
+
+
+def paired_difference(values_a, values_b) -> PairedDifference:
+    """The paired t reading of a - b, seed by seed (values in the same seed order; at least 2 pairs).
+
+    Pairing takes the seed-to-seed spread that both settings share out of the difference, so with 6 seeds it
+    is far tighter than Welch's interval of two independent groups. With no spread in the differences the
+    interval (and the detectable difference) is the mean difference itself and 0.
+    """
+    a, b = np.asarray(values_a, dtype=float), np.asarray(values_b, dtype=float)
+    if len(a) != len(b) or len(a) < 2:
+        raise ValueError(f"a paired t interval needs 2 or more pairs, got {len(a)} and {len(b)} values")
+    differences = a - b
+    n, mean, sd = len(differences), float(differences.mean()), float(differences.std(ddof=1))
+    half_width = scipy.stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1) * sd / math.sqrt(n)
+    detectable = (
+        (scipy.stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1) + scipy.stats.t.ppf(DETECTION_POWER, n - 1)) * sd / math.sqrt(n)
+    )
+    reference = float(b.mean())
+    relative = mean / reference if reference != 0 else None
+    return PairedDifference(n, mean, mean - half_width, mean + half_width, relative, float(detectable))
+
+
+def non_inferiority_reading(
+    found: PairedDifference | None, margin: float, required: str, required_found: PairedDifference | None
+) -> str:
+    """ "shown" when the interval's lower end is above the margin and the required comparison is not behind."""
+    if found is None:
+        return "not shown: no interval yet (2 or more paired seeds needed)"
+    if found.low <= margin:
+        return f"not shown: lower end {found.low:+.3f} is not above {margin:+.3f}"
+    if required_found is None:
+        return f"not shown: lower end {found.low:+.3f} > {margin:+.3f}, but {required} has no interval yet"
+    if required_found.verdict == "behind":
+        return f"not shown: lower end {found.low:+.3f} > {margin:+.3f}, but {required} is behind"
+    return f"shown: lower end {found.low:+.3f} > {margin:+.3f}, and {required} is {required_found.verdict}"
+
+
+def paired_claims_section(suite_name: str, groups) -> str:
+    """The suite's pre-registered comparisons (CLAIM_COMPARISONS), per task: paired t interval of the difference
+    over seeds, verdict, relative difference, the detectable difference; then the non-inferiority readings."""
+    rows, lines = [], []
+    for task, settings in groups.items():
+        found = {}
+        for label, setting_a, setting_b, column_kind in CLAIM_COMPARISONS[suite_name]:
+            pairs = paired_values(settings, setting_a, setting_b, column_kind)
+            row = [task, label, f"{setting_a} - {setting_b}", column_kind, str(len(pairs))]
+            if len(pairs) < 2:
+                rows.append(row + ["-"] * 4)
+                continue
+            found[label] = difference = paired_difference(*zip(*pairs.values()))
+            relative = f"{difference.relative:+.1%}" if difference.relative is not None else "-"
+            interval = f"{difference.mean:+.3f} [{difference.low:+.3f}, {difference.high:+.3f}]"
+            rows.append(row + [interval, difference.verdict, relative, f"{difference.detectable:.3f}"])
+        for label, (margin, required) in NON_INFERIORITY.get(suite_name, {}).items():
+            reading = non_inferiority_reading(found.get(label), margin, required, found.get(required))
+            lines.append(f"claim ({task}): {label}, non-inferior within {margin:+.3f}: {reading}.")
+    header = (
+        f"Claims (benchmark/README.md, 'Deciding the claims'), on {CLAIM_TAG}: each comparison pairs the runs of "
+        "two settings by seed (only seeds both have), takes the difference per seed, and reads its mean with a 95% "
+        "paired t interval: ahead or behind when the interval excludes 0, else level. Relative: the mean difference "
+        "over the second setting's mean. Detectable: (t(0.975, n-1) + t(0.8, n-1)) x sd / sqrt(n), the difference "
+        "the design finds with 80% power at the observed sd of the paired differences. Accuracy units "
+        "(0.030 = 3 points)."
+    )
+    columns = ["Task", "Comparison", "Difference", "At", "Paired seeds", "Mean [95% paired t]", "Verdict"]
+    table = markdown_table([*columns, "Relative", "Detectable (80% power)"], rows)
+    return "\n".join([header, "", table, *([""] + lines if lines else [])])
+
+
+def improvement_over(per_task: dict[str, dict[str, list[float]]], setting: str, reference: str, reps: int):
+    """(P(setting > reference), low, high, tasks used, runs per setting) with rliable's stratified bootstrap CI,
+    over the tasks where both have 2 or more runs; None when there is no such task.
+
+    The scores are the raw per-run values: P compares runs within a task only, so no normalisation changes it,
+    and a task where the reference's mean is <= 0 (which the normalised aggregates must leave out, e.g.
+    control-reduced's Ant) still counts. When no task is left out, this is the aggregates table's P exactly
+    (same scores up to a per-task scale, same resamples).
+    """
+    from rliable import library
+
+    tasks = [t for t, by in per_task.items() if len(by.get(setting, [])) >= 2 and len(by.get(reference, [])) >= 2]
+    if not tasks:
+        return None
+    scores = {}
+    for name in (setting, reference):
+        runs = min(len(per_task[task][name]) for task in tasks)  # rectangular: each keeps its first seeds
+        scores[name] = np.array([[per_task[task][name][i] for task in tasks] for i in range(runs)])
+    np.random.seed(BOOTSTRAP_SEED)
+    pairs = {setting: (scores[setting], scores[reference])}
+    point, interval = library.get_interval_estimates(pairs, probability_of_improvement, reps=reps)
+    low, high = interval[setting][:, 0]
+    return float(point[setting][0]), float(low), float(high), tasks, {name: len(s) for name, s in scores.items()}
+
+
+def improvement_claim_lines(suite: Suite, groups, reps: int) -> list[str]:
+    """The suite's claims across tasks (IMPROVEMENT_CLAIMS, TASK_SUBSETS) on AUC, one "claim:" line each."""
+    if suite.name not in IMPROVEMENT_CLAIMS and suite.name not in TASK_SUBSETS:
+        return []
+    setting, reference = IMPROVEMENT_CLAIMS.get(suite.name, ("r2vpo", "ppo"))
+    per_task = {task: run_values(suite, by_setting, reference)[AUC_COLUMN] for task, by_setting in groups.items()}
+    lines = [
+        f"Claims across tasks (benchmark/README.md, 'Deciding the claims'): P({setting} > {reference}) on AUC over "
+        f"the runs of each task, averaged over tasks, with its 95% stratified bootstrap CI ({reps} resamples); raw "
+        f"AUCs, so a task where the {reference} mean is <= 0 counts too.",
+        "",
+    ]
+    if suite.name in IMPROVEMENT_CLAIMS:
+        found = improvement_over(per_task, setting, reference, reps)
+        if found is None:
+            lines.append(f"claim: {setting} beats {reference} across the tasks: no task has 2 runs of both yet.")
+        else:
+            point, low, high, tasks, runs = found
+            said = "ahead" if low > 0.5 else "behind" if high < 0.5 else "level"
+            lines.append(
+                f"claim: {setting} beats {reference} across the {len(suite.tasks)} tasks: P = {point:.2f} "
+                f"[{low:.2f}, {high:.2f}] over {len(tasks)} of {len(suite.tasks)} tasks ({runs[setting]} x "
+                f"{runs[reference]} runs per task): {said}."
+            )
+    subsets = TASK_SUBSETS.get(suite.name)
+    if subsets:
+        (first, first_tasks), (second, second_tasks) = subsets.items()
+        found = {
+            name: improvement_over({t: per_task[t] for t in tasks if t in per_task}, setting, reference, reps)
+            for name, tasks in ((first, first_tasks), (second, second_tasks))
+        }
+        parts = []
+        for name, tasks in ((first, first_tasks), (second, second_tasks)):
+            if found[name] is None:
+                parts.append(f"{name} P = - (no task with 2 runs of both)")
+            else:
+                point, low, high, used, _ = found[name]
+                parts.append(f"{name} P = {point:.2f} [{low:.2f}, {high:.2f}] ({len(used)} of {len(tasks)} tasks)")
+        shown = found[first] is not None and found[second] is not None
+        shown = shown and found[first][1] > 0.5 and found[first][0] > found[second][0]
+        title = SUBSET_CLAIM_TITLES.get(suite.name, f"most on the {first} tasks")
+        lines.append(f"claim: {title}: {'; '.join(parts)}; {'shown' if shown else 'not shown'}.")
+    return lines
+
+
+def sanity_section(suite: Suite, groups) -> str:
+    """The suite's PPO beside CleanRL's published PPO on the MuJoCo tasks both have: a check that the baseline is
+    a fair PPO, not a weak one that any method would beat."""
+    setting = SANITY_SUITES.get(suite.name)
+    if setting is None:
+        return ""
+    rows = []
+    for published_task, (mean, std) in CLEANRL_PPO_MUJOCO_V4.items():
+        task = published_task.replace("-v4", "-v5")
+        runs = groups.get(task, {}).get(setting, [])
+        if not runs:
+            rows.append([task, "-", f"{mean:.0f} ± {std:.0f}", "0"])
+            continue
+        finals = [final_return(r["curve"]) for r in runs]
+        here = f"{np.mean(finals):.0f} ± {np.std(finals, ddof=1):.0f}" if len(finals) > 1 else f"{finals[0]:.0f}"
+        rows.append([task, here, f"{mean:.0f} ± {std:.0f}", str(len(finals))])
+    budget = f"{suite.total_timesteps:,} steps" if suite.total_timesteps else "its budget"
+    columns = [
+        "Task",
+        f"{setting} here, {budget}: final return, mean ± sd",
+        "CleanRL ppo_continuous_action, v4, 1M steps: mean ± std",
+        "Seeds here",
+    ]
+    return "\n".join(
+        [
+            f"Sanity row: `{setting}` beside CleanRL's published PPO (its ppo_continuous_action benchmark, MuJoCo "
+            "v4, 1M steps). The tasks here are Gymnasium's v5, which differ a little from v4 (bug fixes and changed "
+            "defaults, e.g. Walker2d's foot friction and Humanoid's contact cost), and CleanRL's end-of-training "
+            "average need not be the last-10% rule used here: read it as a check of scale, not a test.",
+            "",
+            markdown_table(columns, rows),
+        ]
+    )
+
+
 def report_command(args: Args) -> str:
     command = f"python -m benchmark.report --suite {args.suite}"
     if args.baseline is not None:
@@ -723,7 +1010,8 @@ def report_command(args: Args) -> str:
 
 
 def build_table(args: Args, suite: Suite, collected: SuiteResults, found: list[Aggregates], baseline: str) -> str:
-    """The whole table.md text: header, per-task table, aggregates, diagnostics, runs left out."""
+    """The whole table.md text: header, per-task table, comparisons, aggregates, the claims' readings and the
+    sanity row (for the suites the claim mappings name), late trends, diagnostics, runs left out."""
     if suite.kind == "llm":
         note = (
             "final = last evaluation; at X = the evaluation curve (piecewise linear) at X completions; AUC to X = "
@@ -750,6 +1038,8 @@ def build_table(args: Args, suite: Suite, collected: SuiteResults, found: list[A
     if suite.kind == "control" and baseline in {s for settings in collected.groups.values() for s in settings}:
         comparison = comparison_section(suite, collected.groups, baseline)
         text += ["", comparison] if comparison else []
+    if suite.name in CLAIM_COMPARISONS:
+        text += ["", paired_claims_section(suite.name, collected.groups)]
     if found:
         text += ["", aggregates_section(found, baseline, args.bootstrap_reps)]
     elif suite.kind == "control" and len(suite.tasks) > 1 and len(suite.settings) > 1:
@@ -758,6 +1048,11 @@ def build_table(args: Args, suite: Suite, collected: SuiteResults, found: list[A
             "No aggregates across tasks yet: they need 2 tasks on which every setting has a counted run "
             f"and the {baseline} mean is > 0.",
         ]
+    if suite.kind == "control":
+        claims = improvement_claim_lines(suite, collected.groups, args.bootstrap_reps)
+        sanity = sanity_section(suite, collected.groups)
+        text += ["", "\n".join(claims)] if claims else []
+        text += ["", sanity] if sanity else []
     if suite.kind == "control":
         text += [
             "",
