@@ -572,12 +572,30 @@ def load_model_and_tokenizer(name_or_path: str, seed: int):
         looks_like_hub_id = re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name_or_path) and not name_or_path.startswith(".")
         if not os.path.isdir(name_or_path) and not looks_like_hub_id:
             raise SystemExit(f"error: model path {name_or_path} not found (and it is not a hub id)")
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-            model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch.float32)
-        except Exception as error:  # hub errors are long; one line is enough to see what went wrong
+        from huggingface_hub import constants, model_info
+
+        try:  # a folder, or a hub id already in the local cache: no network
+            tokenizer = AutoTokenizer.from_pretrained(name_or_path, local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch.float32, local_files_only=True)
+            error = None
+        except Exception as local_error:
+            error = local_error
+        if error is not None and not os.path.isdir(name_or_path):
+            if constants.HF_HUB_OFFLINE:
+                raise SystemExit(
+                    f"error: cannot load model {name_or_path}: not a local folder and not in the local hub cache "
+                    "(HF_HUB_OFFLINE is set)"
+                )
+            try:  # one request without retries first: an unknown id or no network fails in seconds, not in a minute
+                model_info(name_or_path, timeout=10)
+                tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+                model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch.float32)
+                error = None
+            except Exception as online_error:
+                error = online_error
+        if error is not None:  # hub errors are long; one line is enough to see what went wrong
             first_line = (str(error).splitlines() or [""])[0]
-            raise SystemExit(f"error: cannot load model {name_or_path}: {type(error).__name__}: {first_line}") from None
+            raise SystemExit(f"error: cannot load model {name_or_path}: {type(error).__name__}: {first_line}")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     eos_token_ids = {tokenizer.eos_token_id} | set(np.atleast_1d(model.generation_config.eos_token_id or []).tolist())

@@ -78,7 +78,9 @@ import os
 import random
 import re
 import resource
+import shutil
 import time
+import warnings
 from collections import deque
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
@@ -86,16 +88,17 @@ from typing import Literal, NamedTuple
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
 import torch.nn as nn
 import tyro
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
-    get_optimizer_state_dict,
+    get_state_dict,
     set_model_state_dict,
-    set_optimizer_state_dict,
+    set_state_dict,
 )
-from torch.distributed.fsdp import FSDPModule, fully_shard
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 from torch.utils.tensorboard import SummaryWriter
 
@@ -643,12 +646,30 @@ def load_model_and_tokenizer(name_or_path: str, seed: int):
         looks_like_hub_id = re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name_or_path) and not name_or_path.startswith(".")
         if not os.path.isdir(name_or_path) and not looks_like_hub_id:
             raise SystemExit(f"error: model path {name_or_path} not found (and it is not a hub id)")
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-            model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch.float32)
-        except Exception as error:  # hub errors are long; one line is enough to see what went wrong
+        from huggingface_hub import constants, model_info
+
+        try:  # a folder, or a hub id already in the local cache: no network
+            tokenizer = AutoTokenizer.from_pretrained(name_or_path, local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch.float32, local_files_only=True)
+            error = None
+        except Exception as local_error:
+            error = local_error
+        if error is not None and not os.path.isdir(name_or_path):
+            if constants.HF_HUB_OFFLINE:
+                raise SystemExit(
+                    f"error: cannot load model {name_or_path}: not a local folder and not in the local hub cache "
+                    "(HF_HUB_OFFLINE is set)"
+                )
+            try:  # one request without retries first: an unknown id or no network fails in seconds, not in a minute
+                model_info(name_or_path, timeout=10)
+                tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+                model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch.float32)
+                error = None
+            except Exception as online_error:
+                error = online_error
+        if error is not None:  # hub errors are long; one line is enough to see what went wrong
             first_line = (str(error).splitlines() or [""])[0]
-            raise SystemExit(f"error: cannot load model {name_or_path}: {type(error).__name__}: {first_line}") from None
+            raise SystemExit(f"error: cannot load model {name_or_path}: {type(error).__name__}: {first_line}")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     eos_token_ids = {tokenizer.eos_token_id} | set(np.atleast_1d(model.generation_config.eos_token_id or []).tolist())
@@ -871,7 +892,10 @@ def setup_distributed(use_cuda: bool):
     local_rank = int(os.environ["LOCAL_RANK"])
     if use_cuda:
         torch.cuda.set_device(local_rank)
-    dist.init_process_group("nccl" if use_cuda else "gloo")  # gloo: CPU processes, as in the tests
+        # device_id binds the group to this process's GPU (NCCL then sets up its communicator there, at once)
+        dist.init_process_group("nccl", device_id=torch.device("cuda", local_rank))
+    else:
+        dist.init_process_group("gloo")  # CPU processes, as in the tests
     return dist.get_rank(), dist.get_world_size(), torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
 
 
@@ -900,12 +924,66 @@ def broadcast_from_rank0(value):
     return box[0]
 
 
-def shard_model(model) -> None:
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def shard_model(model, bfloat16: bool = False) -> None:
     """FSDP2: each decoder layer (the model's _no_split_modules) is a unit whose full parameters exist
-    only during its forward and backward; the embeddings and head form the root unit."""
+    only during its forward and backward; the embeddings and head form the root unit.
+
+    bfloat16: the layers' parameters are gathered in bfloat16 (half the all-gather traffic and memory, and
+    autocast finds nothing to cast, so it keeps no bfloat16 copy of every layer until the forward ends)
+    and their gradients are reduce-scattered in float32 into the float32 shards. The root unit keeps
+    float32, so the output layer still runs on float32 weights (head_in_float32)."""
+    policy = MixedPrecisionPolicy()  # float32: parameters gathered and gradients reduced as they are
+    if bfloat16:
+        # cast_forward_inputs=False: the residual stream between the layers stays float32, as autocast alone keeps it
+        policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32, cast_forward_inputs=False)
     for module in [m for m in model.modules() if type(m).__name__ in (model._no_split_modules or ())]:
-        fully_shard(module)
+        fully_shard(module, mp_policy=policy)
     fully_shard(model)
+
+
+def model_from_rank0(name_or_path: str, seed: int, rank: int):
+    """Many processes: rank 0 alone loads the model (one float32 copy in host memory, not one per process);
+    every process builds the same model on the meta device (no memory) to shard and then fill with
+    fill_from_rank0. Returns (model, tokenizer, weights): weights are rank 0's (state dict, buffers), else None."""
+    from transformers import AutoModelForCausalLM
+
+    loaded, tokenizer, weights = None, None, None
+    if rank == 0:
+        loaded, tokenizer = load_model_and_tokenizer(name_or_path, seed)
+        # every buffer too: the non-persistent ones (rotary frequencies) are not in the state dict
+        weights = (loaded.state_dict(), dict(loaded.named_buffers()))
+    config, generation_config, tokenizer, training = broadcast_from_rank0(
+        (loaded.config, loaded.generation_config, tokenizer, loaded.training) if rank == 0 else None
+    )
+    if hasattr(config, "quantization_config"):  # GGUF: rank 0 sends the dequantised float32 weights
+        del config.quantization_config
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.generation_config = generation_config  # rank 0's, as load_model_and_tokenizer set it
+    model.train(training)
+    for module in model.modules():  # as in load_model_and_tokenizer: no dropout
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+    return model, tokenizer, weights
+
+
+def fill_from_rank0(model, weights, device: torch.device) -> None:
+    """After shard_model on model_from_rank0's model: allocate this process's shards and receive their
+    values from rank 0's weights, one tensor at a time; buffers (not sharded) are broadcast whole."""
+    model.to_empty(device=device)
+    state_dict, buffers = weights if weights is not None else ({}, None)
+    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+    set_model_state_dict(model, dict(state_dict), options=options)  # a copy: it puts this model's shards into the dict
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():
+            if buffers is not None:
+                buffer.copy_(buffers[name])
+            dist.broadcast(buffer, src=0)
 
 
 @contextlib.contextmanager
@@ -1091,31 +1169,59 @@ def evaluate(model, tokenizer, problems, system_prompt, args, rank=0, world_size
 
 # ---------------------------------------------------------------- checkpoints
 def save_checkpoint(path, model, optimizer, state: dict, args: Args, rank: int, world_size: int) -> None:
-    """The whole training state in path/: state.pt (model, optimiser, every process's RNG states and
-    `state`) and args.json (with the number of processes), written by rank 0 through a temporary file."""
-    options = StateDictOptions(full_state_dict=True, cpu_offload=True)  # gathered from every process
-    model_state = get_model_state_dict(model, options=options)
-    optimizer_state = get_optimizer_state_dict(model, optimizer, options=options)
+    """The whole training state in path/iteration-{i}/: sharded/ (model and AdamW state; every process
+    writes its own shards with torch.distributed.checkpoint, nothing is gathered), state.pt (`state` and
+    every process's RNG states, tensors and plain types only: it loads with weights_only=True) and args.json
+    (with the number of processes). Written as iteration-{i}.tmp/ and renamed once complete; then
+    path/latest, replaced atomically, names it. An interrupted save leaves the previous checkpoint in force."""
+    name = f"iteration-{state['iteration']}"
+    temporary, folder = os.path.join(path, name + ".tmp"), os.path.join(path, name)
+    if rank == 0:
+        shutil.rmtree(temporary, ignore_errors=True)  # what an interrupted save left
+        os.makedirs(temporary)
+    barrier()
+    model_state, optimizer_state = get_state_dict(model, optimizer)  # this process's shards (DTensors under FSDP2)
+    with warnings.catch_warnings():  # in one process dcp warns that it assumes one process: it is right
+        warnings.filterwarnings("ignore", "torch.distributed is disabled")
+        dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=os.path.join(temporary, "sharded"))
     rng_states = gather_lists([rng_state(next(model.parameters()).device)])
     if rank == 0:
-        os.makedirs(path, exist_ok=True)
-        checkpoint = {"model": model_state, "optimizer": optimizer_state, "rng_states": rng_states, **state}
-        torch.save(checkpoint, os.path.join(path, "state.pt.tmp"))
-        os.replace(os.path.join(path, "state.pt.tmp"), os.path.join(path, "state.pt"))
-        with open(os.path.join(path, "args.json"), "w") as file:
+        torch.save({**state, "rng_states": rng_states}, os.path.join(temporary, "state.pt"))
+        with open(os.path.join(temporary, "args.json"), "w") as file:
             json.dump({**vars(args), "world_size": world_size}, file, indent=1)
+        # a folder of this name is never the latest (a resumed run continues after that): a save interrupted after
+        # its rename, before `latest` named it
+        shutil.rmtree(folder, ignore_errors=True)
+        os.rename(temporary, folder)
+        with open(os.path.join(path, "latest.tmp"), "w") as file:
+            file.write(name)
+        os.replace(os.path.join(path, "latest.tmp"), os.path.join(path, "latest"))
+        for other in os.listdir(path):  # older checkpoints
+            if other not in (name, "latest"):
+                shutil.rmtree(os.path.join(path, other), ignore_errors=True)
+    barrier()  # the checkpoint is complete before any process goes on
+
+
+def checkpoint_folder(path: str) -> str:
+    """The newest complete checkpoint in save_checkpoint's folder."""
+    with open(os.path.join(path, "latest")) as file:
+        return os.path.join(path, file.read().strip())
 
 
 def load_checkpoint(path, model, optimizer, rank: int) -> dict:
-    """Restore model, optimiser and this process's RNG states from save_checkpoint's folder; returns it."""
-    # our own file (it holds Python objects); memory-mapped, so N processes do not hold N copies in memory
-    checkpoint = torch.load(os.path.join(path, "state.pt"), map_location="cpu", weights_only=False, mmap=True)
-    options = StateDictOptions(full_state_dict=True)
-    set_model_state_dict(model, checkpoint["model"], options=options)
-    set_optimizer_state_dict(model, optimizer, checkpoint["optimizer"], options=options)
-    python_state, numpy_state, torch_state, cuda_state = checkpoint["rng_states"][rank]
+    """Restore model, optimiser and this process's RNG states from save_checkpoint's folder; returns
+    the rest of the state."""
+    folder = checkpoint_folder(path)
+    model_state, optimizer_state = get_state_dict(model, optimizer)  # this process's shards, read in place
+    sharded = {"model": model_state, "optimizer": optimizer_state}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "torch.distributed is disabled")
+        dcp.load(sharded, checkpoint_id=os.path.join(folder, "sharded"))
+    set_state_dict(model, optimizer, model_state_dict=sharded["model"], optim_state_dict=sharded["optimizer"])
+    checkpoint = torch.load(os.path.join(folder, "state.pt"), map_location="cpu", weights_only=True)
+    python_state, (kind, keys, position, has_gauss, gaussian), torch_state, cuda_state = checkpoint["rng_states"][rank]
     random.setstate(python_state)
-    np.random.set_state(numpy_state)
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), position, has_gauss, gaussian))
     torch.set_rng_state(torch_state)
     if cuda_state is not None:
         torch.cuda.set_rng_state(cuda_state)
@@ -1123,15 +1229,22 @@ def load_checkpoint(path, model, optimizer, rank: int) -> dict:
 
 
 def rng_state(device: torch.device) -> tuple:
+    """This process's RNG states as tensors and plain types (numpy's key array as a list of ints)."""
+    kind, keys, position, has_gauss, gaussian = np.random.get_state()
+    numpy_state = (kind, keys.tolist(), int(position), int(has_gauss), float(gaussian))
     cuda_state = torch.cuda.get_rng_state() if device.type == "cuda" else None
-    return random.getstate(), np.random.get_state(), torch.get_rng_state(), cuda_state
+    return random.getstate(), numpy_state, torch.get_rng_state(), cuda_state
 
 
 def check_resume(args: Args) -> None:
     """--resume needs a checkpoint folder made with the same flags (but RESUMABLE_FLAGS)."""
-    files = [os.path.join(args.resume, name) for name in ("state.pt", "args.json")]
+    latest = os.path.join(args.resume, "latest")
+    if not os.path.isfile(latest):
+        raise SystemExit(f"error: no checkpoint in {args.resume} (expected {latest}, which --checkpoint-every writes)")
+    folder = checkpoint_folder(args.resume)
+    files = [os.path.join(folder, name) for name in ("state.pt", "args.json", os.path.join("sharded", ".metadata"))]
     if not all(os.path.isfile(file) for file in files):
-        raise SystemExit(f"error: no checkpoint in {args.resume} (expected {' and '.join(files)})")
+        raise SystemExit(f"error: incomplete checkpoint in {folder} (expected {', '.join(files)})")
     with open(files[1]) as file:
         saved = json.load(file)
     changed = [name for name, value in vars(args).items() if name not in RESUMABLE_FLAGS and saved.get(name) != value]
@@ -1257,11 +1370,13 @@ def main():
 
     train_problems, eval_problems = load_problems(args)
     system_prompt = args.system_prompt or (ARITHMETIC_SYSTEM_PROMPT if args.dataset is None else MATH_SYSTEM_PROMPT)
-    model, tokenizer = load_model_and_tokenizer(args.model_name_or_path, args.seed)
-    if world_size > 1:
+    if world_size == 1:
+        model, tokenizer = load_model_and_tokenizer(args.model_name_or_path, args.seed)
+        model.to(device)
+    else:  # rank 0 loads the weights, every process builds the model on the meta device (filled after sharding)
+        model, tokenizer, weights = model_from_rank0(args.model_name_or_path, args.seed, rank)
         # each process samples its own completions, from a stream no other seed's process shares
         torch.manual_seed(int(np.random.SeedSequence([args.seed, rank]).generate_state(1)[0]))
-    model.to(device)
     if args.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     reference_model = None
@@ -1272,7 +1387,9 @@ def main():
             head_in_float32(policy)
             policy.forward = torch.autocast(device.type, dtype=torch.bfloat16)(policy.forward)
         if world_size > 1:
-            shard_model(policy)
+            shard_model(policy, bfloat16)
+            fill_from_rank0(policy, weights, device)
+    weights = None  # rank 0's full copy is no longer needed
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.0)
 
     rng = random.Random(args.seed)  # problem order and replay draws, the same on every process

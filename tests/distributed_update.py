@@ -4,6 +4,8 @@ or of r2vpo_llm.py's (the one-process file) with --one-process-file.
     python tests/distributed_update.py OUT [--micro-batch-size 4 ...]            # one process
     torchrun --nproc_per_node 2 tests/distributed_update.py OUT [...]            # FSDP2, gloo on CPU
     python tests/distributed_update.py OUT --one-process-file [...]              # r2vpo_llm.py's update_policy
+    torchrun --nproc_per_node 2 tests/distributed_update.py OUT --load-on-rank0  # the model main() builds: rank 0
+                                                                                 # loads, the others get it sharded
 
 Rank 0 writes OUT (the full float32 parameters, lambda and the update's statistics); every rank
 writes OUT.rank<r>.json with the lambda it ended with. tests/test_llm.py compares the runs.
@@ -75,17 +77,22 @@ def fixed_training_groups(model, tokenizer, args, seed=0):
 
 
 def main():
-    out, flags = sys.argv[1], [flag for flag in sys.argv[2:] if flag != "--one-process-file"]
-    one_process_file = "--one-process-file" in sys.argv[2:]
+    out, flags = sys.argv[1], [flag for flag in sys.argv[2:] if flag not in ("--one-process-file", "--load-on-rank0")]
+    one_process_file, load_on_rank0 = "--one-process-file" in sys.argv[2:], "--load-on-rank0" in sys.argv[2:]
     args = tyro.cli(llm.Args, args=ARGS + flags)
     rank, world_size, device = llm.setup_distributed(use_cuda=False)
     llm.check_args(args, world_size)
     model, tokenizer = llm.load_model_and_tokenizer("tiny-random", seed=3)
     groups = fixed_training_groups(model, tokenizer, args)
+    weights = None
+    if load_on_rank0:  # main()'s way: the same weights, loaded by rank 0 only and sent to the others' meta-device model
+        model, tokenizer, weights = llm.model_from_rank0("tiny-random", 3, rank)
     if args.gradient_checkpointing:
         llm.enable_gradient_checkpointing(model)
     if world_size > 1:
         llm.shard_model(model)
+        if load_on_rank0:
+            llm.fill_from_rank0(model, weights, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.0)
     torch.manual_seed(1)  # the shuffle (rank 0's is used everywhere)
     model.train()

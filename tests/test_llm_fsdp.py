@@ -1,0 +1,343 @@
+"""Tests of r2vpo_llm_fsdp.py's scale plumbing that a GPU would otherwise be the first to run: FSDP2's
+bfloat16 MixedPrecisionPolicy, the model loaded by rank 0 only, sharded checkpoints and their resume,
+micro-batch bounds on scoring; and both files' fail-fast model loading and benchmark/gpu_check.py's
+no-CUDA path. CPU only (gloo), offline (tiny-random). Run: pytest tests/test_llm_fsdp.py"""
+
+import glob
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import torch.distributed as dist
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "r2vpo_llm.py")
+FSDP_SCRIPT = os.path.join(ROOT, "r2vpo_llm_fsdp.py")
+sys.path.insert(0, ROOT)
+import r2vpo_llm as llm  # noqa: E402
+import r2vpo_llm_fsdp as fsdp  # noqa: E402
+
+torch.set_num_threads(1)
+
+# Tiny but real runs (as in tests/test_llm.py): 2 iterations x 4 prompts x 8 completions of tiny-random.
+TINY = ["--model-name-or-path", "tiny-random", "--num-threads", "1", "--num-iterations", "2"]
+TINY += ["--prompts-per-iteration", "4", "--group-size", "8", "--max-new-tokens", "8", "--minibatch-size", "16"]
+TINY += ["--num-eval-prompts", "8", "--eval-every", "1", "--arithmetic-max-digits", "1", "--learning-rate", "1e-3"]
+TINY += ["--seed", "6"]
+
+
+def read_scalars(cwd):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (run_dir,) = glob.glob(os.path.join(cwd, "runs", "*"))
+    events = EventAccumulator(run_dir)
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def run_update(tmp_path, name, *flags, processes=1):
+    """tests/distributed_update.py: one update from a fixed batch; returns (parameters, lambda, stats)."""
+    out = str(tmp_path / name)
+    command = [os.path.join(ROOT, "tests", "distributed_update.py"), out, *flags]
+    if processes > 1:
+        command = ["-m", "torch.distributed.run", "--nproc_per_node", str(processes), *command]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, *command], capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    saved = torch.load(out)
+    return saved["parameters"], saved["lambda"], saved["stats"]
+
+
+@pytest.fixture
+def one_process_group():
+    """A gloo process group of one process, in this process (FSDP2 needs a group even for one rank)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+def fsdp_policies(model) -> dict:
+    """{class name: the MixedPrecisionPolicy of each FSDP2 unit of that class}."""
+    policies = {}
+    for module in model.modules():
+        if isinstance(module, fsdp.FSDPModule):
+            policies.setdefault(type(module).__name__, []).append(module._get_fsdp_state()._mp_policy)
+    return policies
+
+
+# ---------------------------------------------------------------- FSDP2 mixed precision
+def test_shard_model_gathers_the_layers_in_bfloat16_and_keeps_the_root_in_float32(one_process_group):
+    """bfloat16: decoder layers gather bfloat16 parameters and reduce float32 gradients; the root unit
+    (embeddings, output layer) has no policy, so the output layer runs on float32 weights; the shards,
+    their gradients and so AdamW stay float32. float32: no policy anywhere."""
+    model, tokenizer = fsdp.load_model_and_tokenizer("tiny-random", seed=3)
+    fsdp.shard_model(model)
+    for policies in fsdp_policies(model).values():
+        assert all(p.param_dtype is None and p.reduce_dtype is None for p in policies)
+
+    model, tokenizer = fsdp.load_model_and_tokenizer("tiny-random", seed=3)
+    fsdp.head_in_float32(model)
+    model.forward = torch.autocast("cpu", dtype=torch.bfloat16)(model.forward)
+    fsdp.shard_model(model, bfloat16=True)
+    policies = fsdp_policies(model)
+    (root,) = policies.pop("FSDPLlamaForCausalLM")
+    assert root.param_dtype is None and root.reduce_dtype is None
+    (layers,) = policies.values()
+    assert len(layers) == 4
+    assert all(p.param_dtype == torch.bfloat16 and p.reduce_dtype == torch.float32 for p in layers)
+
+    seen = {}
+
+    def record(name, what):  # a forward hook that returns nothing (a returned value would replace the output)
+        return lambda module, inputs, output: seen.setdefault(name, what(module, output)) and None
+
+    layer = model.model.layers[0]
+    layer.self_attn.q_proj.register_forward_hook(record("q_proj", lambda module, output: module.weight.dtype))
+    layer.register_forward_hook(record("residual", lambda module, output: output[0].dtype))
+    head = model.get_output_embeddings()
+    head.register_forward_hook(record("head", lambda module, output: (module.weight.dtype, output.dtype)))
+    logits = model(input_ids=torch.tensor([[1, 5, 6, 7, 8]])).logits
+    assert seen == {"q_proj": torch.bfloat16, "residual": torch.float32, "head": (torch.float32, torch.float32)}
+    logits.float().logsumexp(-1).sum().backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.dtype == torch.float32 and parameter.grad.dtype == torch.float32, name
+        assert parameter.grad.to_local().abs().sum() > 0, name
+
+
+# ---------------------------------------------------------------- the model loaded by rank 0 only
+def test_model_from_rank0_gets_the_loaded_weights_and_buffers(one_process_group):
+    """The meta-device model, sharded and filled from rank 0, holds exactly the loaded parameters and
+    buffers (the rotary frequencies are not in a state dict) and computes the same logits."""
+    loaded, tokenizer = fsdp.load_model_and_tokenizer("tiny-random", seed=3)
+    model, same_tokenizer, weights = fsdp.model_from_rank0("tiny-random", 3, rank=0)
+    assert all(p.is_meta for p in model.parameters())
+    fsdp.shard_model(model)
+    fsdp.fill_from_rank0(model, weights, torch.device("cpu"))
+    options = fsdp.StateDictOptions(full_state_dict=True, cpu_offload=True)
+    filled = fsdp.get_model_state_dict(model, options=options)
+    assert filled.keys() == loaded.state_dict().keys()
+    assert all(torch.equal(filled[key], value) for key, value in loaded.state_dict().items())
+    buffers = dict(model.named_buffers())
+    assert all(torch.equal(buffers[name], value) for name, value in loaded.named_buffers())
+    assert model.generation_config.eos_token_id == loaded.generation_config.eos_token_id
+    prompt = fsdp.prompt_ids(same_tokenizer, {"question": "1 + 2 =", "prefill": "1 + 2 = "}, "sys")
+    assert torch.equal(prompt, fsdp.prompt_ids(tokenizer, {"question": "1 + 2 =", "prefill": "1 + 2 = "}, "sys"))
+    loaded.eval(), model.eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(input_ids=prompt[None]).logits, model(input_ids=prompt[None]).logits)
+
+
+def test_rank0_loading_gives_the_same_update_on_two_processes(tmp_path):
+    """main()'s loading (rank 0 reads the model, the others build it on the meta device and receive
+    their shards) gives bit-identical parameters to every process loading the whole model."""
+    flags = ["--micro-batch-size", "4"]
+    parameters, lagrange_multiplier, stats = run_update(tmp_path, "every_rank", *flags, processes=2)
+    other, other_lambda, other_stats = run_update(tmp_path, "rank0", *flags, "--load-on-rank0", processes=2)
+    assert all(torch.equal(other[key], value) for key, value in parameters.items())
+    assert other_lambda == lagrange_multiplier and other_stats == stats
+
+
+# ---------------------------------------------------------------- two processes in bfloat16, sharded checkpoints
+def run_torchrun(cwd, *flags):
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", FSDP_SCRIPT, *TINY, *flags]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return result
+
+
+def test_two_processes_in_bfloat16_train_and_resume_exactly(tmp_path):
+    """Two gloo processes, bfloat16 compute (the layers' MixedPrecisionPolicy), replay: the run trains
+    (the saved float32 weights moved), and 2 iterations + a resume from the sharded checkpoint to 3
+    give the same parameters and curves as 3 straight."""
+    from safetensors.torch import load_file
+
+    flags = ["--no-cuda", "--dtype", "bfloat16", "--eval-every", "0", "--num-eval-prompts", "3", "--save-model"]
+    flags += ["--replay-depth", "2", "--fresh-fraction", "0.5", "--prompts-per-iteration", "8"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    straight.mkdir(), resumed.mkdir()
+    run_torchrun(straight, *flags, "--num-iterations", "3")
+    run_torchrun(resumed, *flags, "--num-iterations", "2", "--checkpoint-every", "1")
+    (checkpoint,) = glob.glob(str(resumed / "runs" / "*" / "checkpoint"))
+    assert sorted(os.listdir(checkpoint)) == ["iteration-2", "latest"]  # the older one removed, no leftovers
+    assert sorted(os.listdir(os.path.join(checkpoint, "iteration-2", "sharded"))) == [
+        ".metadata",
+        "__0_0.distcp",
+        "__1_0.distcp",
+    ]  # each process wrote its own shards
+    result = run_torchrun(resumed, *flags, "--num-iterations", "3", "--resume", checkpoint)
+    assert result.stdout.count("iteration 3/3") == 1
+
+    (a,), (b,) = (glob.glob(str(d / "runs" / "*" / "model" / "model.safetensors")) for d in (straight, resumed))
+    a, b = load_file(a), load_file(b)
+    assert all(torch.equal(a[name], b[name]) for name in a)
+    initial = llm.tiny_random_model_and_tokenizer(6)[0].state_dict()
+    assert all(p.dtype == torch.float32 for p in a.values())
+    moved = sum(int((p != initial[name]).sum()) for name, p in a.items()) / sum(p.numel() for p in a.values())
+    assert moved > 0.9, moved  # float32 master weights: nearly every weight moves
+    straight_scalars, resumed_scalars = read_scalars(straight), read_scalars(resumed)
+    for tag in ["charts/reward_mean", "losses/ratio_variance", "losses/lambda", "losses/grad_norm"]:
+        assert [v for _, v in resumed_scalars[tag]] == [v for _, v in straight_scalars[tag]], tag
+    assert max(v for _, v in straight_scalars["losses/grad_norm"]) > 0
+
+
+# ---------------------------------------------------------------- checkpoint files
+def tiny_training_state(seed=0):
+    model, tokenizer = fsdp.load_model_and_tokenizer("tiny-random", seed=seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
+    model(input_ids=torch.tensor([[1, 5, 6]])).logits.sum().backward()
+    optimizer.step()  # AdamW state exists
+    return model, optimizer
+
+
+def checkpoint_state(iteration):
+    sample = {
+        "group": (iteration, 0),
+        "prompt_ids": torch.tensor([1, 5, 6]),
+        "completion_ids": torch.tensor([7, 2]),
+        "reward": 1.0,
+        "advantage": 0.5,
+        "version": iteration,
+        "behavior_logprobs": torch.tensor([-0.5, -1.5]),
+        "reference_logprobs": None,
+    }
+    return {
+        "iteration": iteration,
+        "global_step": 32 * iteration,
+        "lagrange_multiplier": 0.25,
+        "order": [3, 1, 2],
+        "cursor": 1,
+        "data_rng": fsdp.random.Random(iteration).getstate(),
+        "replay_buffer": [[[sample]]],
+    }
+
+
+def test_an_interrupted_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    """state.pt holds plain types and tensors only (weights_only=True); a save that dies while writing
+    leaves `latest` on the previous checkpoint, which still loads; the next save cleans up."""
+    path = str(tmp_path / "checkpoint")
+    args = fsdp.Args(model_name_or_path="tiny-random")
+    model, optimizer = tiny_training_state()
+    fsdp.save_checkpoint(path, model, optimizer, checkpoint_state(1), args, rank=0, world_size=1)
+    saved = {name: p.detach().clone() for name, p in model.named_parameters()}
+    state = torch.load(os.path.join(path, "iteration-1", "state.pt"), weights_only=True)
+    assert state["replay_buffer"][0][0][0]["group"] == (1, 0) and state["data_rng"] == checkpoint_state(1)["data_rng"]
+
+    def dies_midway(state_dict, checkpoint_id):
+        os.makedirs(checkpoint_id)
+        open(os.path.join(checkpoint_id, "__0_0.distcp"), "wb").write(b"half")
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(fsdp.dcp, "save", dies_midway)
+        with pytest.raises(KeyboardInterrupt):
+            fsdp.save_checkpoint(path, model, optimizer, checkpoint_state(2), args, rank=0, world_size=1)
+    assert fsdp.checkpoint_folder(path) == os.path.join(path, "iteration-1")
+    fresh, fresh_optimizer = tiny_training_state(seed=1)
+    restored = fsdp.load_checkpoint(path, fresh, fresh_optimizer, rank=0)
+    assert restored["iteration"] == 1 and restored["order"] == [3, 1, 2]
+    assert all(torch.equal(p, saved[name]) for name, p in fresh.named_parameters())
+    assert fresh_optimizer.state_dict()["state"][0]["step"] == optimizer.state_dict()["state"][0]["step"]
+    assert torch.equal(
+        fresh_optimizer.state_dict()["state"][0]["exp_avg"], optimizer.state_dict()["state"][0]["exp_avg"]
+    )
+
+    fsdp.save_checkpoint(path, model, optimizer, checkpoint_state(2), args, rank=0, world_size=1)
+    assert sorted(os.listdir(path)) == ["iteration-2", "latest"]
+
+
+def test_resume_refuses_a_folder_without_a_checkpoint(tmp_path):
+    with pytest.raises(SystemExit, match="no checkpoint in"):
+        fsdp.check_resume(fsdp.Args(resume=str(tmp_path)))
+
+
+# ---------------------------------------------------------------- memory: scoring in micro-batches
+def test_every_scoring_pass_is_bounded_by_the_micro_batch_size(tmp_path, monkeypatch):
+    """Behaviour and reference scoring, minibatch_totals' pass and the update never run completion_logprobs
+    on more than --micro-batch-size completions (its (batch, T, vocab) logits are the largest tensor)."""
+    rows = []
+    completion_logprobs = fsdp.completion_logprobs
+
+    def recording(model, batch, *rest, **keywords):
+        rows.append((torch.is_grad_enabled(), len(batch["completion_ids"])))
+        return completion_logprobs(model, batch, *rest, **keywords)
+
+    monkeypatch.setattr(fsdp, "completion_logprobs", recording)
+    monkeypatch.chdir(tmp_path)
+    flags = [*TINY, "--num-iterations", "1", "--eval-every", "0", "--num-eval-prompts", "0"]
+    monkeypatch.setattr(sys, "argv", [FSDP_SCRIPT, *flags, "--micro-batch-size", "4", "--kl-coef", "0.1"])
+    fsdp.main()
+    # 32 completions: scoring 8 passes x (policy + reference); 2 minibatches x 4 parts, each without grad
+    # (the minibatch's mean ratio) and with grad
+    assert max(n for _, n in rows) == 4
+    assert sum(1 for grad, _ in rows if not grad) == 16 + 8 and sum(1 for grad, _ in rows if grad) == 8
+
+
+# ---------------------------------------------------------------- fail fast on an unknown model name
+@pytest.mark.parametrize("script", [SCRIPT, FSDP_SCRIPT], ids=["r2vpo_llm", "r2vpo_llm_fsdp"])
+def test_unknown_bare_model_name_fails_in_one_line_offline(tmp_path, script):
+    """HF_HUB_OFFLINE=1 and a name that is neither a folder nor in the cache: one line, no retries."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    start = time.time()
+    result = subprocess.run(
+        [sys.executable, script, "--model-name-or-path", "no-such-model-xyz"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert result.returncode != 0 and time.time() - start < 30
+    assert result.stderr.strip().splitlines() == [
+        "error: cannot load model no-such-model-xyz: not a local folder and not in the local hub cache "
+        "(HF_HUB_OFFLINE is set)"
+    ]
+    assert not os.path.exists(tmp_path / "runs")
+
+
+@pytest.mark.parametrize("module", [llm, fsdp], ids=["r2vpo_llm", "r2vpo_llm_fsdp"])
+def test_unknown_model_name_online_asks_the_hub_once(monkeypatch, module):
+    """Online, a name not in the cache costs one request without retries: its failure is the one line."""
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    asked = []
+
+    def model_info(name, timeout=None):
+        asked.append((name, timeout))
+        raise OSError("404 Client Error. Repository Not Found for url: https://huggingface.co/api/models/x\nmore")
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "model_info", model_info)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the local attempt, in case transformers reads it: never the network
+    with pytest.raises(SystemExit) as error:
+        module.load_model_and_tokenizer("no-such-model-xyz", seed=1)
+    assert str(error.value) == (
+        "error: cannot load model no-such-model-xyz: OSError: 404 Client Error. Repository Not Found for url: "
+        "https://huggingface.co/api/models/x"
+    )
+    assert asked == [("no-such-model-xyz", 10)]
+
+
+# ---------------------------------------------------------------- benchmark/gpu_check.py
+def test_gpu_check_without_cuda_says_so_in_one_line(tmp_path):
+    out = tmp_path / "gpu_check.json"
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmark", "gpu_check.py"), "--out", str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(result.stdout.strip().splitlines()) == 1 and "no CUDA" in result.stdout
+    assert not out.exists() and not os.listdir(tmp_path)
