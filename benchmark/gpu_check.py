@@ -32,7 +32,7 @@ it failed. Offline models only (HF_HUB_OFFLINE=1 is set for every step).
     HF_HUB_OFFLINE=1 python benchmark/gpu_check.py --out /tmp/check.json
 
 Without CUDA it prints one line and exits 0. `--allow-cpu` runs the steps on the CPU instead (gloo,
-smaller sizes): to try this script, not to measure anything.
+tiny-random, smaller sizes): to try this script, not to measure anything.
 """
 
 import glob
@@ -59,6 +59,7 @@ sys.path.insert(0, str(ROOT))  # the scripts, imported by the steps that call th
 SCRIPT, FSDP_SCRIPT = str(ROOT / "r2vpo_llm.py"), str(ROOT / "r2vpo_llm_fsdp.py")
 # seconds; the cheaper steps first, so that a slow machine spends the --budget on the later ones
 STEP_TIMEOUTS = {"fsdp_nccl": 120, "fsdp_resume": 240, "fresh_ratio": 150, "llm_bf16": 240}
+CPU_MODEL = ["--model-name-or-path", "tiny-random", "--num-eval-prompts", "8"]  # --allow-cpu: the default model is slow
 
 
 @dataclass
@@ -99,7 +100,7 @@ def run_command(command, timeout, cwd, env=None) -> dict:
 
 
 def offline_env() -> dict:
-    return dict(os.environ, HF_HUB_OFFLINE="1")
+    return dict(os.environ, HF_HUB_OFFLINE="1", TQDM_DISABLE="1")  # no progress bars in the recorded output
 
 
 def read_scalars(cwd, tags) -> dict:
@@ -126,14 +127,14 @@ def step_llm_bf16(cuda: bool) -> dict:
     sizes["larger"] += ["--minibatch-size", "128", "--generation-batch-size", "512"]
     flags = ["--dtype", "bfloat16", "--num-iterations", "3", "--eval-every", "0", "--num-eval-prompts", "16"]
     if not cuda:  # --allow-cpu: only that it runs
-        sizes, flags = {"default": []}, ["--dtype", "bfloat16", "--num-iterations", "1", "--num-eval-prompts", "0"]
+        sizes, flags = {"default": []}, ["--dtype", "bfloat16", "--num-iterations", "1", *CPU_MODEL]
     tags = ["charts/generation_tokens_per_s", "charts/training_tokens_per_s", "charts/peak_memory_mb"]
     tags += ["charts/reward_mean", "losses/ratio_variance", "losses/lambda"]
     result = {}
     for name, size in sizes.items():
         with tempfile.TemporaryDirectory() as cwd:
             command = [sys.executable, SCRIPT, *flags, *size]
-            run = run_command(command, STEP_TIMEOUTS["llm_bf16"] // len(sizes), cwd, offline_env())
+            run = run_command(command, (STEP_TIMEOUTS["llm_bf16"] - 20) // len(sizes), cwd, offline_env())
             if run["rc"] != 0:
                 result[name] = {"command": " ".join(command[1:]), **failed(run, "r2vpo_llm.py")}
                 continue
@@ -206,6 +207,8 @@ def step_fresh_ratio(cuda: bool) -> dict:
     settings = {"bfloat16": ["--dtype", "bfloat16"], "float32": ["--dtype", "float32"]}
     if cuda:
         settings["bfloat16_larger"] = ["--dtype", "bfloat16", *larger]
+    else:  # --allow-cpu: only that it runs
+        settings = {name: [*flags, *CPU_MODEL] for name, flags in settings.items()}
     result = {}
     for name, flags in settings.items():
         try:
@@ -224,7 +227,7 @@ def step_fsdp_resume(cuda: bool) -> dict:
     flags += ["--arithmetic-max-digits", "1", "--learning-rate", "1e-3", "--num-eval-prompts", "8", "--eval-every", "0"]
     flags += ["--replay-depth", "2", "--fresh-fraction", "0.5", "--save-model"]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "1", FSDP_SCRIPT, *flags]
-    timeout = STEP_TIMEOUTS["fsdp_resume"] // 4
+    timeout = (STEP_TIMEOUTS["fsdp_resume"] - 20) // 4
     result, models = {}, {}
     with tempfile.TemporaryDirectory() as folder:
         runs = [

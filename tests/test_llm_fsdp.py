@@ -341,3 +341,23 @@ def test_gpu_check_without_cuda_says_so_in_one_line(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(result.stdout.strip().splitlines()) == 1 and "no CUDA" in result.stdout
     assert not out.exists() and not os.listdir(tmp_path)
+
+
+def test_gpu_check_steps_that_call_the_scripts_functions_run_on_the_cpu(tmp_path):
+    """--allow-cpu (gloo, tiny-random): the steps that import the scripts' functions still find them."""
+    import json
+
+    out = tmp_path / "gpu_check.json"
+    command = [sys.executable, os.path.join(ROOT, "benchmark", "gpu_check.py"), "--allow-cpu", "--out", str(out)]
+    command += ["--steps", "fsdp_nccl", "fresh_ratio"]
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    steps = json.loads(out.read_text())["steps"]
+    assert all(step["ok"] for step in steps.values()), steps
+    nccl = steps["fsdp_nccl"]["result"]
+    assert nccl["weights_match_rank0"] and nccl["parameters_moved"]
+    assert nccl["checkpoint_parameters_equal"] and nccl["checkpoint_adamw_equal"]
+    assert "param_dtype=torch.bfloat16" in nccl["layer_policy"] and "param_dtype=None" in nccl["root_policy"]
+    ratios = steps["fresh_ratio"]["result"]
+    assert ratios["float32"]["max_abs_r_minus_1"] == 0.0  # a fresh sample's ratio is exactly 1 on the CPU
