@@ -567,7 +567,7 @@ def main(args: Args) -> int:
     results_root, work_root = resolve(args.results_dir), resolve(args.work_dir)
     plan = [(run, *plan_run(run, results_root, suite.reuse_from, args.force)) for run in runs]
     if suite.frozen and not args.dry_run and any(state != "done" for _, state, _ in plan):
-        raise SystemExit(f"error: suite {suite.name} is frozen, its runs are not made again: {suite.frozen}")
+        raise SystemExit(f"error: suite {suite.name} is frozen, the runner does not run it: {suite.frozen}")
 
     if args.print_commands:  # every run not done: stale, pending, and reusable ones (the line reuses them)
         for run, state, _ in plan:

@@ -235,6 +235,13 @@ LLM_TRUST_SCREEN_SETTINGS = (
     Setting("cispo-w5", "cispo", LLM_SCRIPT, ("--loss", "cispo", "--cispo-max-weight", "5.0")),
 )
 
+# Suites whose R2VPO runs rely on the first version's defaults, which the revision changes: the runner refuses to
+# run them again (their results and tables stay), so a rerun cannot make the revised method's runs under their labels.
+FIRST_VERSION = (
+    "made under the first version's defaults (variance centred on the batch mean, additive dual step), "
+    "which the revision changes"
+)
+
 SUITES = {
     suite.name: suite
     for suite in (
@@ -248,6 +255,8 @@ SUITES = {
             seeds=(1, 2, 3, 4, 5),
             total_timesteps=1_000_000,
             common_flags=CONTROL_EVAL_FLAGS,
+            seed_major=True,
+            frozen="it waits for the revised defaults (benchmark/README.md), which its r2vpo setting will pin",
         ),
         Suite(
             name="control-reduced",
@@ -260,6 +269,7 @@ SUITES = {
             seeds=(1, 2, 3),
             total_timesteps=300_000,
             common_flags=CONTROL_EVAL_FLAGS,
+            frozen=FIRST_VERSION,
         ),
         Suite(
             name="control-pilot",
@@ -271,6 +281,7 @@ SUITES = {
             seeds=(1, 2),
             total_timesteps=300_000,
             common_flags=CONTROL_EVAL_FLAGS,
+            frozen=FIRST_VERSION,
         ),
         Suite(
             name="control-sweep",
@@ -283,6 +294,7 @@ SUITES = {
             seeds=(1,),
             total_timesteps=100_000,
             common_flags=CONTROL_EVAL_FLAGS,
+            frozen=FIRST_VERSION,
         ),
         Suite(
             name="control-ablation",
@@ -297,6 +309,7 @@ SUITES = {
             total_timesteps=300_000,
             common_flags=CONTROL_EVAL_FLAGS,
             reuse_from=("control-reduced",),
+            frozen=FIRST_VERSION,
         ),
         Suite(
             name="control-screen",
@@ -321,6 +334,7 @@ SUITES = {
             seeds=(1, 2),
             total_timesteps=200_000,
             common_flags=CONTROL_EVAL_FLAGS,
+            frozen=FIRST_VERSION,
         ),
         Suite(
             name="llm-scan",
@@ -333,6 +347,7 @@ SUITES = {
             total_timesteps=None,
             common_flags=("--num-iterations", "6", "--eval-every", "6", "--num-threads", "1"),
             threads_per_run=1,
+            frozen=FIRST_VERSION,
         ),
         Suite(
             name="llm-screen",
@@ -345,6 +360,7 @@ SUITES = {
             total_timesteps=None,
             common_flags=(*LLM_ARITH_FLAGS, "--num-iterations", "12", "--eval-every", "6", "--num-threads", "1"),
             threads_per_run=1,
+            frozen=FIRST_VERSION,
         ),
         Suite(
             name="llm-trust-screen",
@@ -375,6 +391,7 @@ SUITES = {
             total_timesteps=None,
             common_flags=(*LLM_ARITH_FLAGS, "--num-iterations", "30", "--eval-every", "5", "--num-threads", "1"),
             threads_per_run=1,
+            frozen=FIRST_VERSION,
         ),
     )
 }

@@ -212,7 +212,7 @@ def test_a_frozen_suite_is_not_run_again(fake, capsys):
     make_suite("fake", [("good", ())], seeds=(1,))
     assert main("fake") == 0
     make_suite("fake", [("good", ())], seeds=(1, 2), frozen="made under the first version's defaults")
-    with pytest.raises(SystemExit, match="^error: suite fake is frozen, its runs are not made again: made under"):
+    with pytest.raises(SystemExit, match="^error: suite fake is frozen, the runner does not run it: made under"):
         main("fake")
     with pytest.raises(SystemExit, match="frozen"):
         main("fake", print_commands=True)
@@ -331,7 +331,7 @@ def test_printed_commands_run_from_any_directory_and_survive_a_closed_pipe(tmp_p
             "-m",
             "benchmark.run",
             "--suite",
-            "control-full",
+            "control-screen",
             "--print-commands",
             "--results-dir",
             results,
@@ -341,15 +341,24 @@ def test_printed_commands_run_from_any_directory_and_survive_a_closed_pipe(tmp_p
         text=True,
         check=True,
     ).stdout.splitlines()
-    assert len(printed) == 100 and printed[0].startswith(f"cd {REPO_ROOT} && python -m benchmark.run")
+    assert len(printed) == 40 and printed[0].startswith(f"cd {REPO_ROOT} && python -m benchmark.run")
     env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
     listed = subprocess.run(
         ["bash", "-c", printed[0] + " --dry-run"], cwd=tmp_path, env=env, capture_output=True, text=True, check=True
     ).stdout
-    assert "1 runs: 0 done, 0 reuse, 0 stale, 1 pending" in listed and "Hopper-v5__ppo__s1" in listed
+    assert "1 runs: 0 done, 0 reuse, 0 stale, 1 pending" in listed and "Ant-v5__ppo__s100" in listed
 
     reader_gone = subprocess.Popen(  # like `| head -1`: the reader closes the pipe before the runner writes
-        [sys.executable, "-m", "benchmark.run", "--suite", "control-full", "--print-commands"],
+        [
+            sys.executable,
+            "-m",
+            "benchmark.run",
+            "--suite",
+            "control-screen",
+            "--print-commands",
+            "--results-dir",
+            results,
+        ],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
