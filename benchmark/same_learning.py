@@ -14,9 +14,17 @@ an interrupted comparison resumes), one result file per run in
 benchmark/results/same-learning/<script>__<commit7>__<task>__s<seed>.json, and the table in
 benchmark/results/same-learning/<script>__<task>__<before7>_vs_<after7>.md.
 
+`--after-flags` gives flags to the after version only: after a default changed, the old default
+spelled out must reproduce the old runs. The LLM scripts (r2vpo_llm*.py) are compared on the
+built-in task with the offline default model (SmolLM2-135M-Instruct), `--llm-iterations` iterations
+per run: learning is the same when every scalar both versions log (timings aside) is the same, seed
+by seed.
+
 Usage (from the repository root):
     python -m benchmark.same_learning --before 527a803 --after 4cfc231 --seeds 1 2 3 4 5
     python -m benchmark.same_learning --before 527a803 --after 4cfc231 --script r2vpo_continuous.py
+    python -m benchmark.same_learning --before A --after B --script r2vpo_continuous.py --after-flags --variance-center mean
+    python -m benchmark.same_learning --before A --after B --script r2vpo_llm.py --seeds 1 2
 """
 
 import itertools
@@ -58,6 +66,22 @@ class Args:
     """where result files go (relative to the repository root, or absolute)"""
     work_dir: str = "benchmark/work"
     """where runs execute and the checkouts live (relative to the repository root, or absolute)"""
+    after_flags: tuple[str, ...] = ()
+    """flags for the after version only (e.g. a changed default spelled out as it was)"""
+    llm_iterations: int = 3
+    """LLM scripts: iterations per run (tiny-random model, built-in task)"""
+
+
+# The LLM scripts' small job: the default offline model (its groups get mixed rewards, so updates move the
+# policy; a random tiny model is never right and would not), replay, 2 epochs, at llm-arith's learning rate.
+LLM_FLAGS = ("--prompts-per-iteration", "4", "--group-size", "8", "--minibatch-size", "16", "--update-epochs", "2")
+LLM_FLAGS += ("--learning-rate", "1e-5", "--num-eval-prompts", "16", "--eval-every", "1", "--num-threads", "1")
+LLM_FLAGS += ("--replay-depth", "2", "--fresh-fraction", "0.5")
+TIMING_TAGS = ("SPS", "tokens_per_s", "peak_memory", "_time")  # machine-dependent, not learning
+
+
+def is_llm_script(script: str) -> bool:
+    return Path(script).name.startswith("r2vpo_llm")
 
 
 def resolve_commit(revision: str) -> str:
@@ -84,27 +108,45 @@ def extract_script(commit: str, script: str, work_root: Path) -> Path:
     return path
 
 
-def plan_runs(script_paths: dict[str, Path], script: str, env_id: str, seeds, total_timesteps: int) -> list[Run]:
-    """One Run per commit and seed; ids name the script, the commit, the task and the seed."""
-    stem = Path(script).stem
-    return [
-        Run(
-            run_id=f"{stem}__{commit[:7]}__{env_id}__s{seed}",
-            suite=SUITE,
-            kind="control",
-            task=env_id,
-            method=stem,
-            setting=commit[:7],
-            seed=seed,
-            flags=(),
-            total_timesteps=total_timesteps,
-            script=str(path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path),
-            script_args=("--env-id", env_id, "--seed", str(seed), "--total-timesteps", str(total_timesteps)),
-            threads=1,
-        )
-        for commit, path in script_paths.items()
-        for seed in seeds
-    ]
+def plan_runs(
+    script_paths: dict[str, Path],
+    script: str,
+    env_id: str,
+    seeds,
+    total_timesteps: int,
+    after_flags: tuple[str, ...] = (),
+    llm_iterations: int = 3,
+) -> list[Run]:
+    """One Run per commit and seed; ids name the script, the commit (+flags when the after version has
+    some), the task and the seed."""
+    stem, llm = Path(script).stem, is_llm_script(script)
+    task = "arith" if llm else env_id
+    budget = (
+        ("--num-iterations", str(llm_iterations), *LLM_FLAGS) if llm else ("--total-timesteps", str(total_timesteps))
+    )
+    runs = []
+    for index, (commit, path) in enumerate(script_paths.items()):
+        flags = after_flags if index == 1 else ()
+        version = commit[:7] + ("+" + "".join(flag.strip("-")[:12] for flag in flags) if flags else "")
+        for seed in seeds:
+            task_args = () if llm else ("--env-id", env_id)
+            runs.append(
+                Run(
+                    run_id=f"{stem}__{version}__{task}__s{seed}",
+                    suite=SUITE,
+                    kind="llm" if llm else "control",
+                    task=task,
+                    method=stem,
+                    setting=version,
+                    seed=seed,
+                    flags=flags,
+                    total_timesteps=None if llm else total_timesteps,
+                    script=str(path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path),
+                    script_args=(*task_args, "--seed", str(seed), *budget, *flags),
+                    threads=1,
+                )
+            )
+    return runs
 
 
 def welch_t(a, b) -> float:
@@ -132,6 +174,37 @@ def permutation_p(a, b) -> float:
         extreme += difference >= observed - 1e-9 * max(1.0, observed)
         count += 1
     return extreme / count
+
+
+def learning_scalars(result: dict) -> dict:
+    """Every logged scalar of a run but the machine-dependent timings."""
+    return {tag: values for tag, values in result["scalars"].items() if not any(t in tag for t in TIMING_TAGS)}
+
+
+def llm_comparison_table(before: list[dict], after: list[dict], labels: tuple[str, str]) -> str:
+    """Markdown: reward and held-out accuracy per version, and whether every scalar both log is the same."""
+    lines = ["| version | seeds | mean training reward | final eval/accuracy |", "|---|---|---|---|"]
+    for label, runs in ((labels[0], before), (labels[1], after)):
+        rewards = [np.mean([v for _, v in r["scalars"]["charts/reward_mean"]]) for r in runs]
+        finals = [r["scalars"]["eval/accuracy"][-1][1] for r in runs]
+        lines.append(
+            f"| {label} | {len(runs)} | {np.mean(rewards):.3f} ± {np.std(rewards):.3f} | "
+            f"{np.mean(finals):.3f} ± {np.std(finals):.3f} |"
+        )
+    old, new = {r["seed"]: learning_scalars(r) for r in before}, {r["seed"]: learning_scalars(r) for r in after}
+    common = sorted(set.intersection(*(set(s) for s in [*old.values(), *new.values()])))
+    identical = old.keys() == new.keys() and all(old[seed][tag] == new[seed][tag] for seed in old for tag in common)
+    added = sorted(set().union(*(set(s) for s in new.values())) - set(common))
+    lines.append("")
+    lines.append(
+        f"Every seed logged the same values of the {len(common)} scalars both versions log (timings aside): "
+        "bit-identical learning."
+        if identical
+        else "The versions' logged scalars differ: learning is not bit-identical."
+    )
+    if added:
+        lines.append(f"Logged by the after version only: {', '.join(added)}.")
+    return "\n".join(lines) + "\n"
 
 
 def comparison_table(before: list[dict], after: list[dict], labels: tuple[str, str], budget: int) -> str:
@@ -171,10 +244,16 @@ def main(args: Args) -> int:
     if commits[0] == commits[1]:
         raise SystemExit("error: --before and --after are the same commit")
     script_paths = {commit: extract_script(commit, args.script, work_root) for commit in commits}
-    runs = plan_runs(script_paths, args.script, args.env_id, args.seeds, args.total_timesteps)
+    runs = plan_runs(
+        script_paths, args.script, args.env_id, args.seeds, args.total_timesteps, args.after_flags, args.llm_iterations
+    )
+    llm = is_llm_script(args.script)
+    budget = f"--llm-iterations {args.llm_iterations}" if llm else f"--total-timesteps {args.total_timesteps}"
     command = (
         f"python -m benchmark.same_learning --before {commits[0][:7]} --after {commits[1][:7]} --script {args.script} "
-        f"--env-id {args.env_id} --total-timesteps {args.total_timesteps} --seeds {' '.join(map(str, args.seeds))}"
+        + ("" if llm else f"--env-id {args.env_id} ")
+        + f"{budget} --seeds {' '.join(map(str, args.seeds))}"
+        + (f" --after-flags {' '.join(args.after_flags)}" if args.after_flags else "")
     )
     pending = [run for run in runs if not is_finished(run, results_root)]
     print(
@@ -191,11 +270,15 @@ def main(args: Args) -> int:
         print("some runs did not finish ok; run the same command again", file=sys.stderr)
         return 1
     half = len(args.seeds)
-    labels = (f"before {commits[0][:7]}", f"after {commits[1][:7]}")
-    header = f"{args.script} on {args.env_id}, {args.total_timesteps} steps per run\ncommand: {command}\n\n"
-    table = header + comparison_table(results[:half], results[half:], labels, args.total_timesteps)
+    labels = (f"before {commits[0][:7]}", f"after {runs[-1].setting}")
+    if llm:
+        header = f"{args.script}, the default offline model on the built-in task, {args.llm_iterations} iterations per run\ncommand: {command}\n\n"
+        table = header + llm_comparison_table(results[:half], results[half:], labels)
+    else:
+        header = f"{args.script} on {args.env_id}, {args.total_timesteps} steps per run\ncommand: {command}\n\n"
+        table = header + comparison_table(results[:half], results[half:], labels, args.total_timesteps)
     table_path = (
-        results_root / SUITE / f"{Path(args.script).stem}__{args.env_id}__{commits[0][:7]}_vs_{commits[1][:7]}.md"
+        results_root / SUITE / f"{Path(args.script).stem}__{runs[0].task}__{commits[0][:7]}_vs_{runs[-1].setting}.md"
     )
     table_path.write_text(table)
     print(

@@ -88,3 +88,35 @@ def test_bad_input_gives_one_line_error(flags, message):
     assert result.returncode != 0
     assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error: ")
     assert message in result.stderr
+
+
+def test_after_flags_and_llm_scripts_are_planned(tmp_path):
+    paths = {"a" * 40: tmp_path / "a.py", "b" * 40: tmp_path / "b.py"}
+    flags = ("--variance-center", "mean")
+    runs = same_learning.plan_runs(paths, "r2vpo_continuous.py", "Walker2d-v5", (1, 2), 1000, after_flags=flags)
+    before, after = runs[:2], runs[2:]
+    assert all(r.flags == () and "--variance-center" not in r.script_args for r in before)
+    assert all(r.script_args[-2:] == flags and r.setting == "bbbbbbb+variance-cenmean" for r in after)
+    assert len({r.run_id for r in runs}) == 4  # the flagged version never takes a plain run's id
+    llm = same_learning.plan_runs(paths, "r2vpo_llm.py", "Walker2d-v5", (1,), 1000, llm_iterations=2)
+    assert all(r.kind == "llm" and r.task == "arith" and "--env-id" not in r.script_args for r in llm)
+    assert llm[0].script_args[:4] == ("--seed", "1", "--num-iterations", "2")
+
+
+def test_llm_comparison_compares_the_scalars_both_versions_log():
+    def result(seed, loss, extra=None):
+        scalars = {
+            "charts/reward_mean": [[64, 0.25]],
+            "eval/accuracy": [[0, 0.2], [64, 0.3]],
+            "losses/policy_loss": [[64, loss]],
+        }
+        scalars["charts/SPS"] = [[64, 100.0 + seed]]  # a timing: never compared
+        return {"seed": seed, "scalars": {**scalars, **(extra or {})}}
+
+    before = [result(1, 0.5), result(2, 0.6)]
+    same = same_learning.llm_comparison_table(
+        before, [result(1, 0.5, {"losses/new": [[64, 1.0]]}), result(2, 0.6)], ("a", "b")
+    )
+    assert "bit-identical learning" in same and "Logged by the after version only: losses/new" in same
+    different = same_learning.llm_comparison_table(before, [result(1, 0.5), result(2, 0.61)], ("a", "b"))
+    assert "not bit-identical" in different
