@@ -389,7 +389,10 @@ REFUSED_BY_R2VPO = [
     (["--lambda-init", "200"], "--lambda-init must be in [--lambda-min, --lambda-max]"),
     (["--lambda-min", "0.5", "--lambda-init", "0.1"], "--lambda-init must be in [--lambda-min, --lambda-max]"),
     (["--lambda-min", "-0.1"], "--lambda-min must be in [0, --lambda-max]"),
-    (["--dual-rule", "multiplicative"], "--dual-rule multiplicative needs --lambda-min > 0 (got 0.0)"),
+    (
+        ["--dual-rule", "multiplicative", "--lambda-min", "0"],
+        "--dual-rule multiplicative needs --lambda-min > 0 (got 0.0)",
+    ),
 ]
 
 

@@ -499,7 +499,7 @@ def test_arithmetic_split_is_fixed_and_disjoint():
         (["--temperature", "inf"], "--temperature must be finite"),
         (["--lambda-min", "-1"], "--lambda-min"),
         (["--lambda-min", "2"], "--lambda-min <= --lambda-init"),
-        (["--dual-rule", "multiplicative"], "--dual-rule multiplicative needs --lambda-min > 0"),
+        (["--dual-rule", "multiplicative", "--lambda-min", "0"], "--dual-rule multiplicative needs --lambda-min > 0"),
     ],
 )
 @BOTH_FILES
