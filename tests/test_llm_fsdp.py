@@ -272,6 +272,7 @@ def test_every_scoring_pass_is_bounded_by_the_micro_batch_size(tmp_path, monkeyp
     monkeypatch.setattr(fsdp, "completion_logprobs", recording)
     monkeypatch.chdir(tmp_path)
     flags = [*TINY, "--num-iterations", "1", "--eval-every", "0", "--num-eval-prompts", "0"]
+    flags += ["--variance-center", "mean"]  # the mean-centred V needs the minibatch's mean ratio first
     monkeypatch.setattr(sys, "argv", [FSDP_SCRIPT, *flags, "--micro-batch-size", "4", "--kl-coef", "0.1"])
     fsdp.main()
     # 32 completions: scoring 8 passes x (policy + reference); 2 minibatches x 4 parts, each without grad
