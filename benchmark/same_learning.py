@@ -23,12 +23,13 @@ by seed.
 Usage (from the repository root):
     python -m benchmark.same_learning --before 527a803 --after 4cfc231 --seeds 1 2 3 4 5
     python -m benchmark.same_learning --before 527a803 --after 4cfc231 --script r2vpo_continuous.py
-    python -m benchmark.same_learning --before A --after B --script r2vpo_continuous.py --after-flags --variance-center mean
+    python -m benchmark.same_learning --before A --after B --script r2vpo_continuous.py --after-flags="--variance-center mean"
     python -m benchmark.same_learning --before A --after B --script r2vpo_llm.py --seeds 1 2
 """
 
 import itertools
 import math
+import shlex
 import subprocess
 import sys
 import warnings
@@ -66,8 +67,8 @@ class Args:
     """where result files go (relative to the repository root, or absolute)"""
     work_dir: str = "benchmark/work"
     """where runs execute and the checkouts live (relative to the repository root, or absolute)"""
-    after_flags: tuple[str, ...] = ()
-    """flags for the after version only (e.g. a changed default spelled out as it was)"""
+    after_flags: str = ""
+    """flags for the after version only, one quoted string (e.g. a changed default spelled out as it was)"""
     llm_iterations: int = 3
     """LLM scripts: iterations per run (tiny-random model, built-in task)"""
 
@@ -244,8 +245,9 @@ def main(args: Args) -> int:
     if commits[0] == commits[1]:
         raise SystemExit("error: --before and --after are the same commit")
     script_paths = {commit: extract_script(commit, args.script, work_root) for commit in commits}
+    after_flags = tuple(shlex.split(args.after_flags))
     runs = plan_runs(
-        script_paths, args.script, args.env_id, args.seeds, args.total_timesteps, args.after_flags, args.llm_iterations
+        script_paths, args.script, args.env_id, args.seeds, args.total_timesteps, after_flags, args.llm_iterations
     )
     llm = is_llm_script(args.script)
     budget = f"--llm-iterations {args.llm_iterations}" if llm else f"--total-timesteps {args.total_timesteps}"
@@ -253,7 +255,7 @@ def main(args: Args) -> int:
         f"python -m benchmark.same_learning --before {commits[0][:7]} --after {commits[1][:7]} --script {args.script} "
         + ("" if llm else f"--env-id {args.env_id} ")
         + f"{budget} --seeds {' '.join(map(str, args.seeds))}"
-        + (f" --after-flags {' '.join(args.after_flags)}" if args.after_flags else "")
+        + (f" --after-flags={shlex.quote(' '.join(after_flags))}" if after_flags else "")
     )
     pending = [run for run in runs if not is_finished(run, results_root)]
     print(
