@@ -6,24 +6,30 @@ This is `ppo_baseline.py` with the clipped surrogate replaced: `diff` the two to
 
 PPO's clip zeroes the gradient of every sample whose ratio r = pi(a|s)/mu(a|s) left [1-eps, 1+eps],
 often the high-advantage ones. R2VPO drops the clip and constrains the ratio variance instead:
-    maximise J = mean_k(r_k A_k)   subject to   V = mean_k((r_k - mean_j r_j)^2) <= delta
+    maximise J = mean_k(r_k A_k)   subject to   V = mean_k((r_k - 1)^2) <= delta
     primal, each optimiser step:  minimise -J + lambda * V   (+ PPO's value and entropy terms)
-    dual, after each step:        lambda <- clip(lambda + lambda_lr * (V - delta) / delta, 0, lambda_max)
-                                  (`--dual-rule`: this additive step, bounded, or multiplicative per iteration)
+    dual, once per iteration:     lambda <- clip(lambda * clip(Vbar / delta, 1/2, 2), lambda_min, lambda_max)
+                                  (Vbar: the last epoch's mean V; `--dual-rule additive`, the first version:
+                                  lambda + lambda_lr * (V - delta) / delta after each step; or bounded)
 Under mu, E[r] = 1 and Var[r] = chi^2(pi || mu) ~ 2 KL, so V <= delta is locally a KL trust region
 of radius delta/2 (delta 0.02 ~ PPO's usual approx_kl 0.01); ESS/N = mean(r)^2/mean(r^2) = 1/(1+V).
-Soft brake: d(-J + lambda V)/dlogp_k = -(1/N) r_k (A_k - 2 lambda (r_k - mean r)) (the mean-r term
-vanishes since deviations sum to 0). No sample is zeroed: its push fades as its ratio runs ahead
-of the batch and stops near r_k = mean r + A_k / (2 lambda), so the trust region widens with |A|,
+Soft brake: d(-J + lambda V)/dlogp_k = -(1/N) r_k (A_k - 2 lambda (r_k - c)), c = 1 (with c = mean r the
+centre's own term vanishes since deviations sum to 0). No sample is zeroed: its push fades as its
+ratio runs ahead and stops near r_k = c + A_k / (2 lambda), so the trust region widens with |A|,
 and stale replayed samples (`--replay-depth`) are down-weighted instead of discarded.
-[choice] V is the population variance over the minibatch, centred on its mean (`--variance-center one`: on 1).
+[choice] V is the second moment of the ratio around 1 over the minibatch, mean((r - 1)^2): E_mu[r] = 1,
+  and mean((r-1)^2) = Var(r) + (mean r - 1)^2 keeps the common drift of all ratios that the
+  first version's minibatch variance (`--variance-center mean`) drops: its gradient sums to zero,
+  so nothing pulls a common drift back.
 [choice] The dual step follows every optimiser step, on that minibatch's detached V, normalised
   by delta so `--lambda-lr` is scale-free; lambda persists across iterations, capped by `--lambda-max`.
   The additive step is unbounded upwards and at most lambda_lr downwards, so one spike of V can lock
   lambda high; `--dual-rule bounded` and `multiplicative` (see `dual_update`) bound what one step does.
 [choice] The log-ratio is clamped to [-20, 20] before exp, as a numerical guard only.
 [choice] Defaults delta 0.05, lambda_lr 0.5 won a 1-seed, 100k-step screen on tasks outside the
-  results tables (README, control-sweep); lambda_init 1 and lambda_max 100 were not varied.
+  results tables (control-sweep); lambda_init 1 and lambda_max 100 were not varied. The centre 1 and
+  the multiplicative step once per iteration: lambda times clip(V / delta, 1/2, 2) on the last epoch's mean V, floor 0.01 won the revision's screen on seeds no table reports (benchmark/README.md); the first
+  version is `--variance-center mean --dual-rule additive --lambda-min 0`.
 
 Everything but the policy loss follows CleanRL's `ppo_continuous_action` (its defaults, its
 separate 64-64 tanh actor and critic, its observation and reward normalisation), on gymnasium 1.x
@@ -130,11 +136,11 @@ class Args:
     """dual step size on the normalised violation (V - delta) / delta"""
     lambda_max: float = 100.0
     """cap of the Lagrange multiplier (keeps one overshoot from freezing the policy)"""
-    lambda_min: float = 0.0
+    lambda_min: float = 0.01
     """floor of the Lagrange multiplier (> 0 for the multiplicative rule: a product cannot leave 0)"""
-    dual_rule: Literal["additive", "bounded", "multiplicative"] = "additive"
+    dual_rule: Literal["additive", "bounded", "multiplicative"] = "multiplicative"
     """the dual step (see `dual_update`): additive and bounded after every optimiser step, multiplicative once per iteration"""
-    variance_center: Literal["mean", "one"] = "mean"
+    variance_center: Literal["mean", "one"] = "one"
     """centre of the ratio variance: the minibatch mean of r, or one (E[r] under the behaviour policy)"""
 
     # to be filled in runtime

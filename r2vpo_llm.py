@@ -16,8 +16,8 @@ exp, a numerical guard only). Every loss averages over the valid tokens of the m
         per-token gradient on log pi: (1/N) r_k A_k inside the clip range, exactly 0 outside it.
     r2vpo:  maximise J = (1/N) sum_k r_k A_k  subject to  V = (1/N) sum_k (r_k - c)^2 <= delta
         primal, each optimiser step:  minimise L = -J + lambda V   (lambda a constant for autograd)
-        dual step (`--dual-rule`, see `dual_update`), v1's after each optimiser step:
-                                      lambda <- clip(lambda + lambda_lr (V - delta) / delta, 0, lambda_max)
+        dual step (`--dual-rule`, see `dual_update`), once per iteration on the last epoch's mean V:
+                                      lambda <- clip(lambda * clip(Vbar / delta, 1/2, 2), lambda_min, lambda_max)
         per-token gradient on log pi (the soft brake):  -dL/dlog pi_k = (1/N) r_k (A_k - 2 lambda (r_k - c))
         (with c = rbar, the batch mean, the centre's own term drops out: the deviations sum to 0). No
         token is ever zeroed: its push fades as its ratio runs ahead and stops near r_k = c + A_k / (2 lambda),
@@ -25,16 +25,18 @@ exp, a numerical guard only). Every loss averages over the valid tokens of the m
 Under mu, E[r] = 1 and E[(r - 1)^2] = chi^2(pi || mu) ~ 2 KL, so V <= delta is locally a KL trust region
 of radius delta/2. Effective sample size ESS/N = mean(r)^2 / mean(r^2) = 1 / (1 + V) is logged.
 
-[choice] V over the valid tokens of the minibatch (population, ddof=0), centred on their mean c = rbar
-  (v1), or on c = 1 (`--variance-center one`): E_mu[r] = 1 sample by sample, and
-  mean((r-1)^2) = V_mean + (rbar - 1)^2 keeps the common drift of all ratios that V_mean drops.
+[choice] V over the valid tokens of the minibatch, centred on c = 1: E_mu[r] = 1 sample by sample, and
+  mean((r-1)^2) = V_mean + (rbar - 1)^2 keeps the common drift of all ratios that the first version's
+  mean-centred V_mean (`--variance-center mean`, c = rbar, population ddof=0) drops.
 [choice] `--ratio-level sequence`: one ratio per completion, s_i = exp(mean over its valid tokens of
   log r), and J, V are taken over the completions of the minibatch instead of tokens.
 [choice] Dual step after every optimiser step on that minibatch's detached V, normalised by delta so
-  `--lambda-lr` does not depend on the scale of delta; lambda persists across iterations. Defaults
-  delta 0.1 and lambda_lr 1.0 won a screen of delta x lambda_lr on a seed not reported (docs/llm.md,
-  llm-screen); lambda_init 1 and lambda_max 100 were not varied. The additive step is unbounded
-  upwards, so one spike of V can lock lambda high: `--dual-rule bounded` / `multiplicative` bound it.
+  `--lambda-lr` does not depend on the scale of delta; lambda persists across iterations. lambda_lr
+  1.0 won a screen of delta x lambda_lr on a seed not reported (llm-screen); lambda_init 1 and
+  lambda_max 100 were not varied. The additive step is unbounded upwards, so one spike of V can lock
+  lambda high. The revision's screen on seeds no table reports (benchmark/README.md) chose the centre
+  1, the multiplicative step once per iteration: lambda times clip(V / delta, 1/2, 2) on the last epoch's mean V, floor 0.01, and delta 0.1; the first version is `--variance-center mean --dual-rule
+  additive --lambda-min 0 --delta 0.1`.
 [choice] Advantage A_i = (R_i - mean_group R) / (std_group R + 1e-4), population std, broadcast to
   every token of completion i; `--no-scale-advantages-by-std` drops the division (Dr. GRPO).
 [choice] Replay: a FIFO of the last `--replay-depth` K rollout batches. Each training batch holds
@@ -163,9 +165,9 @@ class Args:
     """r2vpo: dual step size on the normalised violation (V - delta) / delta"""
     lambda_max: float = 100.0
     """r2vpo: cap on the Lagrange multiplier"""
-    lambda_min: float = 0.0
+    lambda_min: float = 0.01
     """r2vpo: floor of the Lagrange multiplier (> 0 for the multiplicative rule: a product cannot leave 0)"""
-    dual_rule: Literal["additive", "bounded", "multiplicative"] = "additive"
+    dual_rule: Literal["additive", "bounded", "multiplicative"] = "multiplicative"
     """r2vpo: the dual step (see `dual_update`): additive and bounded after every optimiser step, multiplicative once per iteration"""
     cispo_max_weight: float = 5.0
     """cispo: cap of the detached importance weight (TRL's cispo after ScaleRL: 5; Trinity-RFT: 1.28)"""
@@ -173,7 +175,7 @@ class Args:
     """m2po: bound on the mean (log r)^2 of the tokens kept (M2PO's configs: 0.04)"""
     ratio_level: Literal["token", "sequence"] = "token"
     """r2vpo: one ratio per token, or per completion (geometric mean of its token ratios)"""
-    variance_center: Literal["mean", "one"] = "mean"
+    variance_center: Literal["mean", "one"] = "one"
     """r2vpo: centre of the ratio variance, the batch mean of r or 1"""
 
     # Replay of stale rollouts

@@ -391,6 +391,8 @@ def test_defined_suites_are_well_formed():
         "control-ablation": 108,
         "control-screen": 40,
         "llm-trust-screen": 22,
+        "control-revised": 90,
+        "llm-full": 36,
     }
     expanded = {name: run.expand_suite(suite) for name, suite in SUITES.items() if name in counts}
     assert {name: len(runs) for name, runs in expanded.items()} == counts
@@ -408,6 +410,18 @@ def test_defined_suites_are_well_formed():
         "--delta 0.01 --lambda-lr 0.5"
         in {r.run_id: r.command for r in expanded["control-sweep"]}["Swimmer-v5__r2vpo-delta0.01-lr0.5__s1"]
     )
+
+
+def test_the_revised_suites_pin_the_method_and_count_the_first_versions_runs():
+    revised = run.expand_suite(SUITES["control-revised"])
+    v1 = [r for r in revised if r.setting == "r2vpo-v1"]
+    assert len(v1) == 30 and all(r.same_runs_as == ("control-reduced", "r2vpo") for r in v1)
+    for name in ("control-revised", "control-full", "llm-full"):
+        for r in run.expand_suite(SUITES[name]):
+            if r.method == "r2vpo":
+                assert "--variance-center" in r.flags and "--dual-rule" in r.flags and "--lambda-min" in r.flags
+    full = run.expand_suite(SUITES["llm-full"])
+    assert {r.seed for r in full} == {1, 2, 3, 4, 5, 6} and "--num-eval-prompts 512" in full[0].command
 
 
 def test_screen_uses_unreported_seeds_pins_the_method_and_runs_seed_major():
