@@ -15,7 +15,7 @@ benchmark/results/same-learning/<script>__<commit7>__<task>__s<seed>.json, and t
 benchmark/results/same-learning/<script>__<task>__<before7>_vs_<after7>.md.
 
 `--after-flags` gives flags to the after version only: after a default changed, the old default
-spelled out must reproduce the old runs. The LLM scripts (r2vpo_llm*.py) are compared on the
+spelled out must reproduce the old runs. `--flags` gives flags to both versions (another loss, say). The LLM scripts (r2vpo_llm*.py) are compared on the
 built-in task with the offline default model (SmolLM2-135M-Instruct), `--llm-iterations` iterations
 per run: learning is the same when every scalar both versions log (timings aside) is the same, seed
 by seed.
@@ -25,6 +25,7 @@ Usage (from the repository root):
     python -m benchmark.same_learning --before 527a803 --after 4cfc231 --script r2vpo_continuous.py
     python -m benchmark.same_learning --before A --after B --script r2vpo_continuous.py --after-flags="--variance-center mean"
     python -m benchmark.same_learning --before A --after B --script r2vpo_llm.py --seeds 1 2
+    python -m benchmark.same_learning --before A --after B --script r2vpo_llm.py --seeds 1 2 --flags="--loss m2po"
 """
 
 import itertools
@@ -69,6 +70,8 @@ class Args:
     """where runs execute and the checkouts live (relative to the repository root, or absolute)"""
     after_flags: str = ""
     """flags for the after version only, one quoted string (e.g. a changed default spelled out as it was)"""
+    flags: str = ""
+    """flags for both versions, one quoted string (e.g. another --loss); the after version's --after-flags follow them"""
     llm_iterations: int = 3
     """LLM scripts: iterations per run (tiny-random model, built-in task)"""
 
@@ -117,9 +120,10 @@ def plan_runs(
     total_timesteps: int,
     after_flags: tuple[str, ...] = (),
     llm_iterations: int = 3,
+    flags: tuple[str, ...] = (),
 ) -> list[Run]:
-    """One Run per commit and seed; ids name the script, the commit (+flags when the after version has
-    some), the task and the seed."""
+    """One Run per commit and seed; ids name the script, the commit (+flags when the version has some:
+    `flags` for both, then `after_flags` for the after version), the task and the seed."""
     stem, llm = Path(script).stem, is_llm_script(script)
     task = "arith" if llm else env_id
     budget = (
@@ -127,8 +131,8 @@ def plan_runs(
     )
     runs = []
     for index, (commit, path) in enumerate(script_paths.items()):
-        flags = after_flags if index == 1 else ()
-        version = commit[:7] + ("+" + "".join(flag.strip("-")[:12] for flag in flags) if flags else "")
+        version_flags = (*flags, *after_flags) if index == 1 else flags
+        version = commit[:7] + ("+" + "".join(flag.strip("-")[:12] for flag in version_flags) if version_flags else "")
         for seed in seeds:
             task_args = () if llm else ("--env-id", env_id)
             runs.append(
@@ -140,10 +144,10 @@ def plan_runs(
                     method=stem,
                     setting=version,
                     seed=seed,
-                    flags=flags,
+                    flags=version_flags,
                     total_timesteps=None if llm else total_timesteps,
                     script=str(path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path),
-                    script_args=(*task_args, "--seed", str(seed), *budget, *flags),
+                    script_args=(*task_args, "--seed", str(seed), *budget, *version_flags),
                     threads=1,
                 )
             )
@@ -245,9 +249,16 @@ def main(args: Args) -> int:
     if commits[0] == commits[1]:
         raise SystemExit("error: --before and --after are the same commit")
     script_paths = {commit: extract_script(commit, args.script, work_root) for commit in commits}
-    after_flags = tuple(shlex.split(args.after_flags))
+    after_flags, flags = tuple(shlex.split(args.after_flags)), tuple(shlex.split(args.flags))
     runs = plan_runs(
-        script_paths, args.script, args.env_id, args.seeds, args.total_timesteps, after_flags, args.llm_iterations
+        script_paths,
+        args.script,
+        args.env_id,
+        args.seeds,
+        args.total_timesteps,
+        after_flags,
+        args.llm_iterations,
+        flags,
     )
     llm = is_llm_script(args.script)
     budget = f"--llm-iterations {args.llm_iterations}" if llm else f"--total-timesteps {args.total_timesteps}"
@@ -255,6 +266,7 @@ def main(args: Args) -> int:
         f"python -m benchmark.same_learning --before {commits[0][:7]} --after {commits[1][:7]} --script {args.script} "
         + ("" if llm else f"--env-id {args.env_id} ")
         + f"{budget} --seeds {' '.join(map(str, args.seeds))}"
+        + (f" --flags={shlex.quote(' '.join(flags))}" if flags else "")
         + (f" --after-flags={shlex.quote(' '.join(after_flags))}" if after_flags else "")
     )
     pending = [run for run in runs if not is_finished(run, results_root)]
@@ -272,7 +284,7 @@ def main(args: Args) -> int:
         print("some runs did not finish ok; run the same command again", file=sys.stderr)
         return 1
     half = len(args.seeds)
-    labels = (f"before {commits[0][:7]}", f"after {runs[-1].setting}")
+    labels = (f"before {runs[0].setting}", f"after {runs[-1].setting}")
     if llm:
         header = f"{args.script}, the default offline model on the built-in task, {args.llm_iterations} iterations per run\ncommand: {command}\n\n"
         table = header + llm_comparison_table(results[:half], results[half:], labels)
@@ -280,7 +292,7 @@ def main(args: Args) -> int:
         header = f"{args.script} on {args.env_id}, {args.total_timesteps} steps per run\ncommand: {command}\n\n"
         table = header + comparison_table(results[:half], results[half:], labels, args.total_timesteps)
     table_path = (
-        results_root / SUITE / f"{Path(args.script).stem}__{runs[0].task}__{commits[0][:7]}_vs_{runs[-1].setting}.md"
+        results_root / SUITE / f"{Path(args.script).stem}__{runs[0].task}__{runs[0].setting}_vs_{runs[-1].setting}.md"
     )
     table_path.write_text(table)
     print(

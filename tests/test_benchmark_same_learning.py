@@ -103,6 +103,18 @@ def test_after_flags_and_llm_scripts_are_planned(tmp_path):
     assert llm[0].script_args[:4] == ("--seed", "1", "--num-iterations", "2")
 
 
+def test_flags_go_to_both_versions_and_after_flags_after_them(tmp_path):
+    paths = {"a" * 40: tmp_path / "a.py", "b" * 40: tmp_path / "b.py"}
+    runs = same_learning.plan_runs(
+        paths, "r2vpo_llm.py", "Walker2d-v5", (1, 2), 1000, ("--delta", "0.2"), 2, flags=("--loss", "m2po")
+    )
+    before, after = runs[:2], runs[2:]
+    assert all(r.script_args[-2:] == ("--loss", "m2po") and r.setting == "aaaaaaa+lossm2po" for r in before)
+    assert all(r.script_args[-4:] == ("--loss", "m2po", "--delta", "0.2") for r in after)
+    assert all(r.setting == "bbbbbbb+lossm2podelta0.2" for r in after)
+    assert len({r.run_id for r in runs}) == 4
+
+
 def test_llm_comparison_compares_the_scalars_both_versions_log():
     def result(seed, loss, extra=None):
         scalars = {
