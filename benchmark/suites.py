@@ -185,11 +185,16 @@ R2VPO_V1_FLAGS = (
 )  # fmt: skip
 
 
+def changed_flags(flags: tuple, changes: dict) -> tuple:
+    """`flags` (flag, value, flag, value, ...) with some values replaced in place and new flags added at the end."""
+    merged = dict(zip(flags[::2], flags[1::2], strict=True)) | changes
+    return tuple(x for item in merged.items() for x in item)
+
+
 def r2vpo_variant(label: str, center: str, dual_rule: str, lambda_min: str = "0.0") -> Setting:
     """R2VPO at v1's delta, lambda_init, lambda_lr and cap, with another centre, dual rule and floor."""
-    flags = dict(zip(R2VPO_V1_FLAGS[::2], R2VPO_V1_FLAGS[1::2], strict=True))
-    flags.update({"--variance-center": center, "--dual-rule": dual_rule, "--lambda-min": lambda_min})
-    return Setting(label, "r2vpo", R2VPO.script, tuple(x for item in flags.items() for x in item))
+    changes = {"--variance-center": center, "--dual-rule": dual_rule, "--lambda-min": lambda_min}
+    return Setting(label, "r2vpo", R2VPO.script, changed_flags(R2VPO_V1_FLAGS, changes))
 
 
 SCREEN_TASKS = tuple(
@@ -216,11 +221,10 @@ LLM_SCREEN_DELTAS = ("0.02", "0.1")
 
 def llm_r2vpo_variant(center: str, dual_rule: str, delta: str) -> Setting:
     """R2VPO on the LLM at v1's lambda_init, lambda_lr and cap, with a centre, dual rule and delta."""
-    flags = dict(zip(LLM_R2VPO_V1_FLAGS[::2], LLM_R2VPO_V1_FLAGS[1::2], strict=True))
     lambda_min = "0.01" if dual_rule == "multiplicative" else "0.0"
-    flags.update({"--variance-center": center, "--dual-rule": dual_rule, "--lambda-min": lambda_min, "--delta": delta})
+    changes = {"--variance-center": center, "--dual-rule": dual_rule, "--lambda-min": lambda_min, "--delta": delta}
     label = f"r2vpo-{'v1' if center == 'mean' else 'one-' + dual_rule}-delta{delta}"
-    return Setting(label, "r2vpo", LLM_SCRIPT, tuple(x for item in flags.items() for x in item))
+    return Setting(label, "r2vpo", LLM_SCRIPT, changed_flags(LLM_R2VPO_V1_FLAGS, changes))
 
 
 LLM_TRUST_SCREEN_SETTINGS = (
