@@ -788,6 +788,7 @@ def update_policy(model, optimizer, training_groups, lagrange_multiplier, args, 
             epoch_stats.append(stats)
             policy_losses.append(policy_loss.item())
             trained_tokens += int(mask.sum())
+    optimizer.zero_grad()  # set to None: the gradients are not held through the next rollout
     # Ratio statistics: mean over the last epoch's minibatches; the rest over all of the update's steps.
     stats = {key: float(np.mean([s[key] for s in epoch_stats])) for key in epoch_stats[0]}
     stats["policy_loss"], stats["grad_norm"] = float(np.mean(policy_losses)), float(np.mean(grad_norms))

@@ -1058,6 +1058,7 @@ def update_policy(model, optimizer, training_groups, lagrange_multiplier, args, 
             policy_losses.append(all_reduce_sum(torch.stack(part_losses).sum(0)).item())
             if part_kls:
                 kls.append(all_reduce_sum(torch.stack(part_kls).sum(0)).item())
+    optimizer.zero_grad()  # set to None: the gradients are not held through the next rollout
     # Ratio statistics: mean over the last epoch's minibatches; the rest over all of the update's steps.
     stats = {key: float(np.mean([s[key] for s in epoch_stats])) for key in epoch_stats[0]}
     stats["policy_loss"], stats["grad_norm"] = float(np.mean(policy_losses)), float(np.mean(grad_norms))

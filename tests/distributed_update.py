@@ -105,6 +105,7 @@ def main():
         lagrange_multiplier, stats = llm.update_policy(
             model, optimizer, groups, args.lambda_init, args, tokenizer.pad_token_id, rank, world_size
         )
+    stats["gradients_held"] = sum(parameter.grad is not None for parameter in model.parameters())
     options = llm.StateDictOptions(full_state_dict=True, cpu_offload=True)
     parameters = llm.get_model_state_dict(model, options=options)
     with open(f"{out}.rank{rank}.json", "w") as file:

@@ -796,6 +796,7 @@ def test_both_files_make_the_same_update(tmp_path, loss_flags):
     other, other_lambda, other_stats, _ = run_update(tmp_path, "one", *loss_flags, "--one-process-file")
     assert all(torch.equal(other[key], value) for key, value in parameters.items())
     assert other_lambda == lagrange_multiplier and other_stats == stats
+    assert stats["gradients_held"] == 0  # freed after the last step, not held through the next rollout
     if "--loss" not in loss_flags:
         assert lagrange_multiplier != 1.0  # the dual acted
 
