@@ -7,8 +7,9 @@ or of r2vpo_llm.py's (the one-process file) with --one-process-file.
     torchrun --nproc_per_node 2 tests/distributed_update.py OUT --load-on-rank0  # the model main() builds: rank 0
                                                                                  # loads, the others get it sharded
 
-Rank 0 writes OUT (the full float32 parameters, lambda and the update's statistics); every rank
-writes OUT.rank<r>.json with the lambda it ended with. tests/test_llm.py compares the runs.
+Rank 0 writes OUT (the full float32 parameters, lambda and the update's statistics, with `gradients_held`:
+how many parameters still hold a gradient afterwards); every rank
+writes OUT.rank<r>.json with the lambda it ended with. tests/test_llm_fsdp.py compares the runs.
 """
 
 import json

@@ -1,9 +1,11 @@
-"""Tests of r2vpo_llm_fsdp.py's scale plumbing that a GPU would otherwise be the first to run: FSDP2's
-bfloat16 MixedPrecisionPolicy, the model loaded by rank 0 only, sharded checkpoints and their resume,
-micro-batch bounds on scoring; and both files' fail-fast model loading and benchmark/gpu_check.py's
+"""Tests of r2vpo_llm_fsdp.py's scale plumbing: the same update however a minibatch is split (micro-batches,
+gradient checkpointing, two processes) and the same update as r2vpo_llm.py's; FSDP2's bfloat16
+MixedPrecisionPolicy, the model loaded by rank 0 only, sharded checkpoints and their resume, micro-batch
+bounds on scoring; torchrun end to end; both files' fail-fast model loading and benchmark/gpu_check.py's
 no-CUDA path. CPU only (gloo), offline (tiny-random). Run: pytest tests/test_llm_fsdp.py"""
 
 import glob
+import json
 import os
 import socket
 import subprocess
@@ -13,6 +15,7 @@ import time
 import pytest
 import torch
 import torch.distributed as dist
+import tyro
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "r2vpo_llm.py")
@@ -39,8 +42,16 @@ def read_scalars(cwd):
     return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
+def run_script(cwd, *flags, check=True):
+    """r2vpo_llm_fsdp.py in one process, without torchrun."""
+    result = subprocess.run([sys.executable, FSDP_SCRIPT, *flags], cwd=cwd, capture_output=True, text=True, timeout=300)
+    if check:
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return result
+
+
 def run_update(tmp_path, name, *flags, processes=1):
-    """tests/distributed_update.py: one update from a fixed batch; returns (parameters, lambda, stats)."""
+    """tests/distributed_update.py: one update from a fixed batch; returns (parameters, lambda, stats, lambdas per rank)."""
     out = str(tmp_path / name)
     command = [os.path.join(ROOT, "tests", "distributed_update.py"), out, *flags]
     if processes > 1:
@@ -49,7 +60,8 @@ def run_update(tmp_path, name, *flags, processes=1):
     result = subprocess.run([sys.executable, *command], capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     saved = torch.load(out)
-    return saved["parameters"], saved["lambda"], saved["stats"]
+    ranks = [json.load(open(f"{out}.rank{rank}.json"))["lambda"] for rank in range(processes)]
+    return saved["parameters"], saved["lambda"], saved["stats"], ranks
 
 
 @pytest.fixture
@@ -138,8 +150,8 @@ def test_rank0_loading_gives_the_same_update_on_two_processes(tmp_path):
     """main()'s loading (rank 0 reads the model, the others build it on the meta device and receive
     their shards) gives bit-identical parameters to every process loading the whole model."""
     flags = ["--micro-batch-size", "4"]
-    parameters, lagrange_multiplier, stats = run_update(tmp_path, "every_rank", *flags, processes=2)
-    other, other_lambda, other_stats = run_update(tmp_path, "rank0", *flags, "--load-on-rank0", processes=2)
+    parameters, lagrange_multiplier, stats, _ = run_update(tmp_path, "every_rank", *flags, processes=2)
+    other, other_lambda, other_stats, _ = run_update(tmp_path, "rank0", *flags, "--load-on-rank0", processes=2)
     assert all(torch.equal(other[key], value) for key, value in parameters.items())
     assert other_lambda == lagrange_multiplier and other_stats == stats
 
@@ -362,3 +374,128 @@ def test_gpu_check_steps_that_call_the_scripts_functions_run_on_the_cpu(tmp_path
     assert "param_dtype=torch.bfloat16" in nccl["layer_policy"] and "param_dtype=None" in nccl["root_policy"]
     ratios = steps["fresh_ratio"]["result"]
     assert ratios["float32"]["max_abs_r_minus_1"] == 0.0  # a fresh sample's ratio is exactly 1 on the CPU
+
+
+# ---------------------------------------------------------------- the update however it is split, end to end, resume
+@pytest.mark.parametrize(
+    "loss_flags, variants",
+    [
+        ([], {"micro": (["--micro-batch-size", "4"], 1), "checkpointing": (["--gradient-checkpointing"], 1)}),
+        ([], {"two processes": ([], 2)}),
+        (["--loss", "clip", "--kl-coef", "0.1"], {"two processes, micro": (["--micro-batch-size", "4"], 2)}),
+        (["--ratio-level", "sequence"], {"two processes, micro": (["--micro-batch-size", "4"], 2)}),
+        (["--loss", "m2po"], {"micro": (["--micro-batch-size", "4"], 1), "two processes": ([], 2)}),
+        (["--loss", "cispo", "--cispo-max-weight", "1.28"], {"two processes, micro": (["--micro-batch-size", "4"], 2)}),
+    ],
+)
+def test_update_is_the_same_in_micro_batches_with_checkpointing_and_on_two_processes(tmp_path, loss_flags, variants):
+    """The minibatch's loss, V and statistics are those of the whole minibatch however it is split:
+    gradient accumulation over micro-batches, gradient checkpointing's one-pass scoring, and FSDP2 over
+    two processes (gloo) all give the single process's parameters; lambda is the same on every rank."""
+    parameters, lagrange_multiplier, stats, _ = run_update(tmp_path, "single", *loss_flags)
+    if not loss_flags:
+        assert stats["clipfrac"] > 0.1 and lagrange_multiplier != 1.0  # ratios spread, the constraint acts
+    for name, (flags, processes) in variants.items():
+        other, other_lambda, other_stats, ranks = run_update(tmp_path, name, *loss_flags, *flags, processes=processes)
+        for key, value in parameters.items():
+            torch.testing.assert_close(other[key], value, rtol=0, atol=1e-5, msg=f"{name}: {key}")
+        assert other_lambda == pytest.approx(lagrange_multiplier, rel=1e-5) and len(set(ranks)) == 1, name
+        for key in stats:
+            assert other_stats[key] == pytest.approx(stats[key], rel=1e-4, abs=1e-6), (name, key)
+
+
+@pytest.mark.parametrize(
+    "loss_flags",
+    [
+        [],
+        ["--loss", "clip", "--kl-coef", "0.1"],
+        ["--ratio-level", "sequence", "--variance-center", "one"],
+        ["--dual-rule", "multiplicative", "--lambda-min", "0.01"],
+        ["--loss", "cispo", "--cispo-max-weight", "1.28"],
+        ["--loss", "m2po"],
+    ],
+)
+def test_both_files_make_the_same_update(tmp_path, loss_flags):
+    """r2vpo_llm.py's update_policy and r2vpo_llm_fsdp.py's (one process, no micro-batches) are the same
+    computation: the same fixed batch gives bit-identical parameters, lambda and statistics."""
+    parameters, lagrange_multiplier, stats, _ = run_update(tmp_path, "fsdp", *loss_flags)
+    other, other_lambda, other_stats, _ = run_update(tmp_path, "one", *loss_flags, "--one-process-file")
+    assert all(torch.equal(other[key], value) for key, value in parameters.items())
+    assert other_lambda == lagrange_multiplier and other_stats == stats
+    assert stats["gradients_held"] == 0  # freed after the last step, not held through the next rollout
+    if "--loss" not in loss_flags:
+        assert lagrange_multiplier != 1.0  # the dual acted
+
+
+def test_torchrun_end_to_end_writes_one_run_folder(tmp_path):
+    """Two processes with every memory and precision flag at once; one process logs."""
+    flags = [
+        "--no-cuda",
+        "--dtype",
+        "bfloat16",
+        "--gradient-checkpointing",
+        "--micro-batch-size",
+        "4",
+        "--kl-coef",
+        "0.05",
+    ]
+    flags += ["--num-eval-prompts", "3", "--generation-batch-size", "1"]  # the processes evaluate 2 and 1 problems
+    result = run_torchrun(tmp_path, *flags)
+    assert result.stdout.count("iteration 2/2") == 1  # one process prints
+    scalars = read_scalars(tmp_path)  # exactly one run folder
+    assert [step for step, _ in scalars["charts/reward_mean"]] == [32, 64]  # completions of both processes
+
+
+def test_resume_continues_exactly(tmp_path):
+    """4 iterations straight and 2 + resume to 4 (replay buffer, data order, RNG states, optimiser,
+    lambda all restored) give identical parameters; a resume with other flags is refused."""
+    flags = [*TINY, "--eval-every", "0", "--replay-depth", "2", "--fresh-fraction", "0.5", "--prompts-per-iteration"]
+    flags += ["8", "--update-epochs", "2", "--minibatch-size", "8", "--save-model"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    straight.mkdir(), resumed.mkdir()
+    run_script(
+        straight,
+        *flags,
+        "--num-iterations",
+        "4",
+    )
+    run_script(
+        resumed,
+        *flags,
+        "--num-iterations",
+        "2",
+        "--checkpoint-every",
+        "1",
+    )
+    (checkpoint,) = glob.glob(str(resumed / "runs" / "*" / "checkpoint"))
+    refused = run_script(
+        resumed,
+        *flags,
+        "--num-iterations",
+        "4",
+        "--resume",
+        checkpoint,
+        "--delta",
+        "0.5",
+        check=False,
+    )
+    assert refused.returncode != 0 and "--delta differ" in refused.stderr.strip().splitlines()[-1]
+    with pytest.MonkeyPatch.context() as patch:  # a resume on another number of processes is refused
+        patch.setenv("WORLD_SIZE", "2")
+        with pytest.raises(SystemExit, match="made by 1 processes, not 2"):
+            fsdp.check_resume(tyro.cli(fsdp.Args, args=[*flags, "--num-iterations", "4", "--resume", checkpoint]))
+    run_script(
+        resumed,
+        *flags,
+        "--num-iterations",
+        "4",
+        "--resume",
+        checkpoint,
+    )
+    from safetensors.torch import load_file
+
+    (a,), (b,) = (glob.glob(str(d / "runs" / "*" / "model" / "model.safetensors")) for d in (straight, resumed))
+    a, b = load_file(a), load_file(b)
+    assert all(torch.equal(a[name], b[name]) for name in a)
+    scalars = read_scalars(resumed)  # the resumed run continues the same curves
+    assert [step for step, _ in scalars["charts/reward_mean"]] == [32, 64, 96, 128]
