@@ -15,10 +15,10 @@ benchmark/results/same-learning/<script>__<commit7>__<task>__s<seed>.json, and t
 benchmark/results/same-learning/<script>__<task>__<before7>_vs_<after7>.md.
 
 `--after-flags` gives flags to the after version only: after a default changed, the old default
-spelled out must reproduce the old runs. `--flags` gives flags to both versions (another loss, say). The LLM scripts (r2vpo_llm*.py) are compared on the
-built-in task with the offline default model (SmolLM2-135M-Instruct), `--llm-iterations` iterations
-per run: learning is the same when every scalar both versions log (timings aside) is the same, seed
-by seed.
+spelled out must reproduce the old runs. `--flags` gives flags to both versions (another loss, say).
+The LLM scripts (r2vpo_llm*.py) are compared on the built-in task with the offline default model
+(SmolLM2-135M-Instruct), `--llm-iterations` iterations per run: learning is the same when every
+scalar both versions log (timings aside) is the same, seed by seed.
 
 Usage (from the repository root):
     python -m benchmark.same_learning --before 527a803 --after 4cfc231 --seeds 1 2 3 4 5
@@ -73,7 +73,7 @@ class Args:
     flags: str = ""
     """flags for both versions, one quoted string (e.g. another --loss); the after version's --after-flags follow them"""
     llm_iterations: int = 3
-    """LLM scripts: iterations per run (tiny-random model, built-in task)"""
+    """LLM scripts: iterations per run (the offline default model, built-in task)"""
 
 
 # The LLM scripts' small job: the default offline model (its groups get mixed rewards, so updates move the
