@@ -634,8 +634,8 @@ def generate(model, prompts, group_size, eos_token_ids, pad_token_id, max_new_to
     model.eval()
     prompts_per_call = max(1, batch_size // group_size)
     for start in range(0, len(prompts), prompts_per_call):
-        ids, mask = (x.to(device) for x in left_pad(prompts[start : start + prompts_per_call], pad_token_id))
-        shared = {}  # (prompts, P)
+        ids, mask = left_pad(prompts[start : start + prompts_per_call], pad_token_id)  # (prompts, P)
+        ids, mask, shared = ids.to(device), mask.to(device), {}
         if group_size > 1 and ids.shape[1] > 1:  # generate() then only has the last prompt token left to read
             head, head_mask = ids[:, :-1], mask[:, :-1]
             prefill = model(input_ids=head, attention_mask=head_mask, position_ids=positions(head_mask), use_cache=True)
