@@ -86,7 +86,8 @@ the comparisons that benchmark/README.md, "Deciding the claims", fixed before th
   difference over b's mean on the same seeds) and the smallest difference the design detects with 80%
   power, (t(0.975, n-1) + t(0.8, n-1)) sd / sqrt(n) from the observed sd of the paired differences.
   NON_INFERIORITY adds a "claim:" line where the claim is "no worse by more than a margin": shown when
-  the interval's lower end is above the margin and a named other comparison is not behind.
+  the interval's lower end is above the margin and a named other comparison is not behind. A per-seed
+  table lists the values the comparisons pair.
 - Control across tasks (IMPROVEMENT_CLAIMS, TASK_SUBSETS): P(setting > reference) on AUC with the
   aggregates' stratified bootstrap CI, on the raw AUCs (P compares runs within a task, so it needs no
   normalisation, and a task where the reference's mean is <= 0 is not left out): over every task, ahead
@@ -890,7 +891,24 @@ def paired_claims_section(suite_name: str, groups) -> str:
     )
     columns = ["Task", "Comparison", "Difference", "At", "Paired seeds", "Mean [95% paired t]", "Verdict"]
     table = markdown_table([*columns, "Relative", "Detectable (80% power)"], rows)
-    return "\n".join([header, "", table, *([""] + lines if lines else [])])
+    per_seed = per_seed_table(suite_name, groups)
+    return "\n".join([header, "", table, *([""] + lines if lines else []), "", per_seed])
+
+
+def per_seed_table(suite_name: str, groups) -> str:
+    """The values the comparisons pair: each setting's CLAIM_TAG per seed, at every point ("final", "at N") that
+    a comparison reads it, so a reader sees which seeds carry a difference and how far single runs spread."""
+    seeds = sorted({r["seed"] for settings in groups.values() for runs in settings.values() for r in runs})
+    rows = []
+    for task, settings in groups.items():
+        for setting, runs in settings.items():
+            by_seed = {r["seed"]: r for r in runs}
+            kinds = [kind for _, a, b, kind in CLAIM_COMPARISONS[suite_name] if setting in (a, b)]
+            for kind in dict.fromkeys(kinds):
+                values = [claim_value(by_seed[s], kind) if s in by_seed else None for s in seeds]
+                rows.append([task, setting, kind] + ["-" if v is None else f"{v:.3f}" for v in values])
+    header = f"Per seed: {CLAIM_TAG} of each run at each point a comparison reads (-: no run, or it stopped before)."
+    return "\n".join([header, "", markdown_table(["Task", "Setting", "At", *(f"s{s}" for s in seeds)], rows)])
 
 
 def improvement_over(per_task: dict[str, dict[str, list[float]]], setting: str, reference: str, reps: int):

@@ -170,6 +170,21 @@ def test_llm_full_table_prints_every_comparison_and_the_non_inferiority_claim():
     assert "and 2. with stale data is ahead" in claim
 
 
+def test_llm_full_per_seed_table_shows_the_paired_values_at_each_point_a_comparison_reads():
+    groups = llm_full_groups({"clip": [0.6, 0.62, 0.58], "r2vpo": [0.7, None, 0.9], "m2po-replay": [0.5, 0.4, 0.3]})
+    table = table_of(llm_full_suite(), groups)
+    rows = [line for line in table.split("Per seed:")[1].splitlines() if line.startswith("| arith | ")]
+    # clip and r2vpo are compared at the end and at 960 completions (0.3 + (final - 0.3) / 2 on these curves);
+    # m2po-replay only at the end; seed 2 of r2vpo has no run
+    assert rows == [
+        "| arith | clip | final | 0.600 | 0.620 | 0.580 |",
+        "| arith | clip | at 960 | 0.450 | 0.460 | 0.440 |",
+        "| arith | r2vpo | final | 0.700 | - | 0.900 |",
+        "| arith | r2vpo | at 960 | 0.500 | - | 0.600 |",
+        "| arith | m2po-replay | final | 0.500 | 0.400 | 0.300 |",
+    ]
+
+
 def test_llm_full_table_without_runs_of_a_setting_and_other_llm_suites_without_the_section():
     groups = llm_full_groups({"clip": [0.6, 0.6], "r2vpo": [0.7, 0.8]})
     table = table_of(llm_full_suite(), groups)
