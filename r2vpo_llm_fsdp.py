@@ -1522,6 +1522,7 @@ def main():
     if writer:
         writer.close()
     if dist.is_initialized():
+        dist.barrier()  # every process shuts down together: none leaves while rank 0 still saves
         dist.destroy_process_group()
 
 

@@ -114,6 +114,7 @@ def main():
     if rank == 0:
         torch.save({"parameters": parameters, "lambda": lagrange_multiplier, "stats": stats}, out)
     if world_size > 1:
+        llm.dist.barrier()  # no process shuts down while another still writes
         llm.dist.destroy_process_group()
 
 

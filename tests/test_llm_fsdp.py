@@ -50,15 +50,30 @@ def run_script(cwd, *flags, check=True):
     return result
 
 
+TEARDOWN_ABORT = "terminate called without an active exception"
+
+
+def run_processes(command, cwd=None):
+    """Runs [python, *command] with one thread per process and asserts it succeeded. A torchrun job whose fault
+    is a C++ abort of one process (a std::thread destroyed unjoined, in gloo's teardown as far as the output
+    tells; once in CI, not reproduced in 33 runs here) is run once more: that abort says nothing about the numbers these tests compare, which must still match."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, *command], cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
+    if result.returncode != 0 and "torch.distributed.run" in command and TEARDOWN_ABORT in result.stderr:
+        result = subprocess.run(
+            [sys.executable, *command], cwd=cwd, capture_output=True, text=True, timeout=300, env=env
+        )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return result
+
+
 def run_update(tmp_path, name, *flags, processes=1):
     """tests/distributed_update.py: one update from a fixed batch; returns (parameters, lambda, stats, lambdas per rank)."""
     out = str(tmp_path / name)
     command = [os.path.join(ROOT, "tests", "distributed_update.py"), out, *flags]
     if processes > 1:
         command = ["-m", "torch.distributed.run", "--nproc_per_node", str(processes), *command]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    result = subprocess.run([sys.executable, *command], capture_output=True, text=True, timeout=300, env=env)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    run_processes(command)
     saved = torch.load(out)
     ranks = [json.load(open(f"{out}.rank{rank}.json"))["lambda"] for rank in range(processes)]
     return saved["parameters"], saved["lambda"], saved["stats"], ranks
@@ -158,11 +173,7 @@ def test_rank0_loading_gives_the_same_update_on_two_processes(tmp_path):
 
 # ---------------------------------------------------------------- two processes in bfloat16, sharded checkpoints
 def run_torchrun(cwd, *flags):
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", FSDP_SCRIPT, *TINY, *flags]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    return result
+    return run_processes(["-m", "torch.distributed.run", "--nproc_per_node", "2", FSDP_SCRIPT, *TINY, *flags], cwd)
 
 
 def test_two_processes_in_bfloat16_train_and_resume_exactly(tmp_path):
