@@ -21,15 +21,18 @@ and stale replayed samples (`--replay-depth`) are down-weighted instead of disca
   and mean((r-1)^2) = Var(r) + (mean r - 1)^2 keeps the common drift of all ratios that the
   first version's minibatch variance (`--variance-center mean`) drops: its gradient sums to zero,
   so nothing pulls a common drift back.
-[choice] The dual step follows every optimiser step, on that minibatch's detached V, normalised
-  by delta so `--lambda-lr` is scale-free; lambda persists across iterations, capped by `--lambda-max`.
-  The additive step is unbounded upwards and at most lambda_lr downwards, so one spike of V can lock
-  lambda high; `--dual-rule bounded` and `multiplicative` (see `dual_update`) bound what one step does.
+[choice] The dual step is multiplicative, once per iteration, on the last epoch's mean V: lambda
+  times clip(V / delta, 1/2, 2) (PPO's adaptive-KL rule made continuous), projected onto
+  [`--lambda-min`, `--lambda-max`]; lambda persists across iterations. The first version's additive
+  step (`--dual-rule additive`, after every optimiser step, normalised by delta so `--lambda-lr` is
+  scale-free) is unbounded upwards and at most lambda_lr downwards, so one spike of V can lock
+  lambda high; `bounded` clips what one such step does (see `dual_update`).
 [choice] The log-ratio is clamped to [-20, 20] before exp, as a numerical guard only.
 [choice] Defaults delta 0.05, lambda_lr 0.5 won a 1-seed, 100k-step screen on tasks outside the
   results tables (control-sweep); lambda_init 1 and lambda_max 100 were not varied. The centre 1 and
-  the multiplicative step once per iteration: lambda times clip(V / delta, 1/2, 2) on the last epoch's mean V, floor 0.01 won the revision's screen on seeds no table reports (benchmark/README.md); the first
-  version is `--variance-center mean --dual-rule additive --lambda-min 0`.
+  the multiplicative step with floor 0.01 won the revision's screen on seeds no table reports
+  (benchmark/README.md); the first version is `--variance-center mean --dual-rule additive
+  --lambda-min 0`.
 
 Everything but the policy loss follows CleanRL's `ppo_continuous_action` (its defaults, its
 separate 64-64 tanh actor and critic, its observation and reward normalisation), on gymnasium 1.x
